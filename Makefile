@@ -1,0 +1,68 @@
+# The two set-up commands of the README:
+#   make run    the main job: a real local run on the embedded default
+#   make test   lint, type check and the whole test suite
+# Each creates .venv if missing and installs what it needs (Debian rendering libraries when apt
+# is available and we are root, torch==2.13.0 first, then wm_ray with its extras).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= atari,dmc,mujoco,dev
+comma := ,
+APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)-$(subst $(comma),_,$(EXTRAS))
+
+# MuJoCo / dm_control render offscreen through EGL (Mesa's software renderer without a GPU).
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
+export RAY_USAGE_STATS_ENABLED ?= 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+RUN_ARGS ?=
+
+.PHONY: all setup system-deps run test lint format typecheck bench clean
+
+all: test
+
+setup: $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	    || echo "warning: apt-get failed; image rendering (dm_control pixels) may not work"; \
+	else \
+	  echo "note: missing$$missing (need root + apt); dm_control pixel rendering may not work"; \
+	fi
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/wm-ray collect $(RUN_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check wm_ray tests benchmarks
+	$(VENV)/bin/ruff check wm_ray tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format wm_ray tests benchmarks
+	$(VENV)/bin/ruff check --fix wm_ray tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/replay_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""The ``wm-ray`` command line: list, show-config, collect (train and eval come with the models)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wm_ray.config import Config
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PRESET",
+        help="presets from configs/, applied in order (e.g. --configs atari debug)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="dotted overrides applied after the presets (e.g. --set replay.capacity=200000)",
+    )
+    parser.add_argument("--env", default=None, metavar="ID", help="shortcut for --set env.id=ID")
+
+
+def _build(args: argparse.Namespace) -> Config:
+    from wm_ray.config_io import build_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "steps", None) is not None:
+        overrides.append(f"run.steps={args.steps}")
+    if getattr(args, "run_dir", None):
+        overrides.append(f"run.run_dir={args.run_dir}")
+    return build_config(args.configs, overrides, env_id=args.env)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from wm_ray import registry
+    from wm_ray.config_io import list_presets
+
+    if args.what == "models":
+        for name in registry.list_models():
+            spec = registry.get_model_spec(name)
+            print(f"{name:12s} {spec.description}")
+    elif args.what == "backends":
+        for name in registry.list_env_backends():
+            spec = registry.get_env_backend_spec(name)
+            aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
+            print(f"{name:10s} {spec.description}{aliases}")
+    elif args.what == "presets":
+        print("\n".join(list_presets()))
+    else:
+        backends = [args.backend] if args.backend else None
+        for name in backends or ["gymnasium", "atari", "dmc", "mujoco"]:
+            try:
+                ids = registry.list_envs(model=args.model, backend=name)
+            except ImportError as err:
+                print(f"# {name}: not installed ({err.name}); pip install 'wm_ray[{name}]'")
+                continue
+            if ids or args.backend:
+                print(f"# {name} ({len(ids)})")
+                print("\n".join(ids))
+    return 0
+
+
+def cmd_show_config(args: argparse.Namespace) -> int:
+    from wm_ray.config_io import to_yaml
+
+    print(to_yaml(_build(args)), end="")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from wm_ray.loops.collect import collect
+    from wm_ray.loops.setup import run_dir
+
+    config = _build(args)
+    summary = collect(config, run_dir(config), progress=not args.quiet)
+    replay = summary.pop("replay")
+    print(json.dumps(summary, indent=2, default=str))
+    print(
+        f"collected {summary['env_steps']:,} steps ({summary['episodes']} episodes, mean return "
+        f"{summary['mean_return']:.2f}) at {summary['fps_env']:,.0f} steps/s into replay: "
+        f"{int(replay['steps']):,} steps in {int(replay['chunks'])} chunks, "
+        f"{replay['bytes'] / 2**20:.1f} MiB -> {Path(summary['run_dir']) / 'replay'}"
+    )
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wm-ray", description="World-model reinforcement learning on Ray."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list models, envs, env backends or config presets")
+    p.add_argument("what", choices=["models", "envs", "backends", "presets"])
+    p.add_argument("--model", default=None, help="envs: only those this model family supports")
+    p.add_argument("--backend", default=None, help="envs: only this backend")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show-config", help="print the resolved config as YAML")
+    _config_args(p)
+    p.set_defaults(func=cmd_show_config)
+
+    p = sub.add_parser("collect", help="collect experience with the configured policy into replay")
+    _config_args(p)
+    p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
+    p.add_argument("--run-dir", default=None, help="output directory (run.run_dir)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.set_defaults(func=cmd_collect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from wm_ray.config_io import ConfigError
+    from wm_ray.registry import UnknownNameError
+
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UnknownNameError) as err:
+        print(f"wm-ray: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wm-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

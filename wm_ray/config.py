@@ -1,0 +1,145 @@
+"""Frozen config dataclasses, one per concern. Loading, merging and validation: ``config_io``.
+
+Every field has a default, so ``Config()`` is a complete run. Presets in ``configs/*.yaml`` and
+``--set section.key=value`` overrides change fields; an unknown key or a wrong type is an error.
+Model families add their own section here (a field named after the family).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to train, for how long, and where results go."""
+
+    model: str = "random"
+    """Model family (``wm-ray list models``)."""
+    name: str = ""
+    """Run name; prefixes actor names when runs share a cluster. Empty: from env and time."""
+    seed: int = 0
+    """Base seed; env i of worker w gets seed + 1000 * w + i, eval workers add 10**6."""
+    steps: int = 10_000
+    """Env steps to collect (agent steps, after action repeat)."""
+    run_dir: str = ""
+    """Output directory. Empty: ``runs/<name>``."""
+    device: str = "auto"
+    """Torch device for learners: auto, cpu, cuda, cuda:N."""
+    checkpoint_every: int = 0
+    """Env steps between checkpoints; 0 checkpoints only at the end."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which environment, how it is wrapped and vectorized. ``None`` means the backend default."""
+
+    id: str = "CartPole-v1"
+    """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``) or ``backend:task`` (dmc:walker-walk)."""
+    backend: str = "auto"
+    """Env backend (``wm-ray list backends``); auto infers it from the id."""
+    num_envs: int = 4
+    """Envs per vector env (per env worker)."""
+    vector: Literal["serial", "subprocess"] = "serial"
+    """serial: envs step in this process; subprocess: one process per env."""
+    pixels: bool = False
+    """Add a rendered ``image`` to vector-observation envs."""
+    image_size: int = 64
+    """Side of square ``image`` observations."""
+    grayscale: bool = False
+    """ALE: grayscale frames (H, W, 1)."""
+    action_repeat: int | None = None
+    """Agent steps repeat the action this often (ALE frameskip 4, dm_control 2, otherwise 1)."""
+    sticky_actions: float | None = None
+    """ALE repeat_action_probability (0.25 by default)."""
+    noop_max: int | None = None
+    """ALE: up to this many no-op actions after reset (30 by default)."""
+    life_loss: bool | None = None
+    """ALE: a lost life ends the episode as terminal (off by default)."""
+    clip_rewards: bool | None = None
+    """ALE: clip rewards to [-1, 1] (off by default)."""
+    time_limit: int | None = None
+    """Maximum agent steps per episode (truncation); None keeps the task's own limit."""
+    camera: int | None = None
+    """dm_control camera id (0, or 2 for quadruped)."""
+    full_action_space: bool | None = None
+    """ALE: all 18 actions instead of the game's minimal set."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replay storage, sampling and the sample:insert limiter (see ``wm_ray/replay``)."""
+
+    capacity: int = 1_000_000
+    """Maximum stored steps; the oldest chunks are evicted first."""
+    ram_budget: str = "8GiB"
+    """Maximum bytes of stored arrays (512MiB, 8GiB, or bytes); the tighter limit binds."""
+    chunk_len: int = 64
+    """Steps per stored chunk (the unit of insertion, persistence and eviction)."""
+    batch_size: int = 16
+    """Sequences per sampled batch (B)."""
+    seq_len: int = 64
+    """Steps per sampled sequence (T)."""
+    selector: Literal["uniform", "recency"] = "uniform"
+    """uniform over all valid sequences, or mix in the most recent ones."""
+    recency_fraction: float = 0.5
+    """recency selector: share of sequences drawn from the newest ``recency_window`` steps."""
+    recency_window: int = 10_000
+    """recency selector: size of the recent window in steps."""
+    cross_episodes: bool = True
+    """A sequence may run into the next episode of the same stream (marked by is_first)."""
+    samples_per_insert: float = 32.0
+    """Train ratio: replayed steps per env step (DreamerV3's definition)."""
+    tolerance: float = 10_000.0
+    """How far (in replayed steps) sampling may run ahead of or behind the ratio."""
+    min_size: int = 1_000
+    """Stored steps before sampling may start."""
+    persist: bool = True
+    """Write chunks to ``<run_dir>/replay`` (atomic files, reloaded on resume)."""
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Actor counts and placement (``configs/resources/*.yaml``)."""
+
+    env_workers: int = 1
+    replay_shards: int = 1
+    learners: int = 1
+    gpus_per_learner: float = 0.0
+    cpus_per_env_worker: float = 1.0
+    address: str | None = None
+    """Ray address: None starts an embedded local cluster; ``auto`` joins a running one."""
+    namespace: str = "wm_ray"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 10_000
+    """Env steps between evaluations; 0 disables periodic evaluation."""
+    episodes: int = 10
+    num_envs: int = 4
+    video: bool = False
+    """Write eval videos for image tasks."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    every: int = 1_000
+    """Env steps between metric log lines."""
+    jsonl: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+    """Live progress line on the terminal."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -1,0 +1,275 @@
+"""Build a :class:`~wm_ray.config.Config` from presets and overrides, and write it out.
+
+Order of application: dataclass defaults, then each preset in ``configs/`` in the order given
+(``--configs dreamer atari debug``), then ``--set section.key=value`` overrides. Every key is
+checked: an unknown key is an error naming the closest valid key, a value of the wrong type is
+an error naming the expected type. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wm_ray.config import Config
+
+
+class ConfigError(ValueError):
+    """A config problem, with a one-line message fit for the terminal."""
+
+
+def config_dirs() -> list[Path]:
+    """Where presets are looked up: ``$WM_RAY_CONFIGS``, ``./configs``, the repo's ``configs``."""
+    dirs = [Path(p) for p in os.environ.get("WM_RAY_CONFIGS", "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.append(d.resolve())
+    return seen
+
+
+def list_presets() -> list[str]:
+    """Preset names, e.g. ``atari`` or ``resources/local``."""
+    names = {
+        str(path.relative_to(root).with_suffix(""))
+        for root in config_dirs()
+        for path in root.rglob("*.yaml")
+    }
+    return sorted(names)
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The nested mapping of preset ``name`` (a name in ``configs/`` or a path to a YAML file)."""
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
+        if not found:
+            close = difflib.get_close_matches(name, list_presets(), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(
+                f"unknown preset {name!r}{hint} (presets: {', '.join(list_presets()) or 'none'})"
+            )
+        path = found[0]
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"preset {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"preset {str(path)!r} must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """All dotted keys of a sections included (``replay``, ``replay.capacity``)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += valid_keys(hints[f.name], key + ".")
+    return keys
+
+
+def _unknown(key: str, cls: type) -> ConfigError:
+    candidates = valid_keys(cls)
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close:  # compare the last part only, e.g. 'capacty' -> 'replay.capacity'
+        leaf = {k.rsplit(".", 1)[-1]: k for k in candidates}
+        close = [leaf[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], leaf, n=1)]
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return " or ".join(
+            "None" if a is type(None) else _type_name(a) for a in typing.get_args(tp)
+        )
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (allowing int -> float, str -> number)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, value, arg)
+            except ConfigError:
+                pass
+    elif origin is typing.Literal:
+        if value in args:
+            return value
+    elif origin in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            inner = args[0] if args else Any
+            items = [coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif tp is Any:
+        return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        return value
+    shown = f"{type(value).__name__} {value!r}" if value is not None else "None"
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {shown}")
+
+
+def _apply(obj: Any, updates: Mapping[str, Any], prefix: str, root: type) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    changes: dict[str, Any] = {}
+    for name, value in updates.items():
+        key = prefix + str(name)
+        if name not in hints:
+            raise _unknown(key, root)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key '{key}' is a section; give a mapping or set '{key}.<field>'"
+                )
+            changes[name] = _apply(changes.get(name, getattr(obj, name)), value, key + ".", root)
+        else:
+            changes[name] = coerce(key, value, tp)
+    return dataclasses.replace(obj, **changes)
+
+
+def apply(config: Config, updates: Mapping[str, Any]) -> Config:
+    """``config`` with a nested mapping of updates applied (validated)."""
+    return _apply(config, updates, "", Config)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``'replay.capacity=200000'`` -> ``{'replay': {'capacity': 200000}}`` (YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def build_config(
+    presets: Iterable[str] = (),
+    overrides: Iterable[str] = (),
+    base: Config | None = None,
+    env_id: str | None = None,
+) -> Config:
+    """Defaults (or ``base``) + presets in order + ``--set`` overrides (+ ``--env`` shortcut)."""
+    config = base or Config()
+    for name in presets:
+        try:
+            config = apply(config, load_preset(name))
+        except ConfigError as err:
+            raise ConfigError(f"in preset {name!r}: {err}") from None
+    for text in overrides:
+        config = apply(config, parse_override(text))
+    if env_id:
+        config = apply(config, {"env": {"id": env_id}})
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples become lists), fit for YAML or JSON."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """A config from a (saved) nested mapping, validated like a preset."""
+    return apply(Config(), data)
+
+
+def save_config(config: Config, run_dir: str | Path) -> Path:
+    """Write the resolved config to ``<run_dir>/config.yaml`` atomically."""
+    path = Path(run_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(to_yaml(config))
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no config.yaml in run directory {str(run_dir)!r}")
+    data = yaml.safe_load(path.read_text()) or {}
+    return from_dict(data)
+
+
+def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two configs: ``{key: (a_value, b_value)}``."""
+    out: dict[str, tuple[Any, Any]] = {}
+
+    def walk(x: Mapping[str, Any], y: Mapping[str, Any], prefix: str) -> None:
+        for k in x:
+            if isinstance(x[k], dict):
+                walk(x[k], y[k], f"{prefix}{k}.")
+            elif x[k] != y[k]:
+                out[prefix + k] = (x[k], y[k])
+
+    walk(to_dict(a), to_dict(b), "")
+    return out

@@ -1,0 +1,1 @@
+"""Single-process loops (no Ray): the reference semantics the distributed runtime reproduces."""

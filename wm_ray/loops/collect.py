@@ -1,0 +1,81 @@
+"""Collect experience with a (non-learning) policy into replay: ``wm-ray collect``.
+
+The smallest end-to-end path through the rooms: config -> vector env -> agent policy -> replay
+(chunks persisted in the run dir) -> metrics. Training loops build on the same pieces.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_ray.config import Config
+from wm_ray.config_io import save_config
+from wm_ray.loops.driver import Driver
+from wm_ray.loops.setup import make_vector_env
+from wm_ray.metrics import JsonlSink, Progress
+from wm_ray.registry import create_model
+from wm_ray.replay import Replay, StreamWriter
+
+
+def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Run ``config.run.steps`` env steps with ``config.run.model``'s policy; return a summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir)
+    replay_dir = run_dir / "replay" if config.replay.persist else None
+    replay = Replay(config.replay, directory=replay_dir, seed=config.run.seed)
+    metrics = JsonlSink(run_dir / "metrics.jsonl")
+    venv = make_vector_env(config.env, seed=config.run.seed)
+    try:
+        agent = create_model(config.run.model, venv.obs_space, venv.act_space, config)
+        writer = StreamWriter(
+            replay.add_chunk, venv.num_envs, config.replay.chunk_len, f"w0-{uuid.uuid4().hex[:8]}"
+        )
+        driver = Driver(venv, agent, sinks=(writer.add,))
+        bar = Progress(config.run.steps, enabled=progress and config.logging.progress)
+        start = time.perf_counter()
+        returns: list[float] = []
+        log_every = max(config.logging.every, venv.num_envs)
+        while driver.env_steps < config.run.steps:
+            driver.run(steps=min(log_every, config.run.steps - driver.env_steps))
+            returns += [ep["return"] for ep in driver.episodes.pop()]
+            elapsed = time.perf_counter() - start
+            record = {
+                "step": driver.env_steps,
+                "time": elapsed,
+                "fps/env": driver.env_steps / elapsed,
+                "replay/size": len(replay),
+                "counters/env_restarts": venv.restarts,
+            }
+            if returns:
+                record["episode/return"] = float(np.mean(returns[-100:]))
+            metrics.write(record)
+            bar.update(driver.env_steps, ret=record.get("episode/return", float("nan")))
+        writer.flush()
+        bar.close()
+        elapsed = time.perf_counter() - start
+        summary = {
+            "run_dir": str(run_dir),
+            "env": config.env.id,
+            "model": config.run.model,
+            "env_steps": driver.env_steps,
+            "episodes": len(returns),
+            "mean_return": float(np.mean(returns)) if returns else float("nan"),
+            "seconds": elapsed,
+            "fps_env": driver.env_steps / elapsed,
+            "policy_seconds": driver.policy_time,
+            "env_seconds": driver.env_time,
+            "env_restarts": venv.restarts,
+            "replay": replay.stats(),
+        }
+        if replay.can_sample():
+            batch = replay.sample()
+            summary["sample_shapes"] = {k: list(v.shape) for k, v in batch.items()}
+        return summary
+    finally:
+        venv.close()
+        metrics.close()

@@ -1,0 +1,107 @@
+"""Steps a vector env with an agent: one batched policy call per vector step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from wm_ray.core import Agent
+from wm_ray.envs.vector import VectorEnv
+from wm_ray.types import ACTION_KEY
+
+StepSink = Callable[[dict[str, np.ndarray]], Any]
+
+
+@dataclass
+class EpisodeTracker:
+    """Per-env running return and length; completed episodes queue up in ``done``."""
+
+    num_envs: int
+    returns: np.ndarray = field(init=False)
+    lengths: np.ndarray = field(init=False)
+    done: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.returns = np.zeros(self.num_envs, np.float64)
+        self.lengths = np.zeros(self.num_envs, np.int64)
+
+    def add(self, step: dict[str, np.ndarray]) -> None:
+        first = step["is_first"]
+        self.returns[first] = 0.0
+        self.lengths[first] = 0
+        self.returns += np.where(first, 0.0, step["reward"])
+        self.lengths += ~first
+        for i in np.flatnonzero(step["is_last"]):
+            self.done.append(
+                {"return": float(self.returns[i]), "length": int(self.lengths[i]), "env": int(i)}
+            )
+
+    def pop(self) -> list[dict[str, float]]:
+        out, self.done = self.done, []
+        return out
+
+
+class Driver:
+    """Collects experience: ``obs -> policy -> {**obs, action} -> sinks -> venv.step(action)``.
+
+    A stored step pairs an observation with the action chosen at it (see ``wm_ray.types``).
+    """
+
+    def __init__(
+        self,
+        venv: VectorEnv,
+        agent: Agent,
+        sinks: tuple[StepSink, ...] = (),
+        mode: Literal["explore", "eval"] = "explore",
+    ) -> None:
+        self.venv = venv
+        self.agent = agent
+        self.sinks = list(sinks)
+        self.mode = mode
+        self.episodes = EpisodeTracker(venv.num_envs)
+        self.env_steps = 0
+        self.env_time = 0.0
+        self.policy_time = 0.0
+        self._obs: dict[str, np.ndarray] | None = None
+        self._carry: Any = None
+
+    def reset(self) -> None:
+        start = time.perf_counter()
+        self._obs = self.venv.reset()
+        self.env_time += time.perf_counter() - start
+        self._carry = self.agent.init_policy(self.venv.num_envs)
+
+    def run(self, steps: int = 0, episodes: int = 0) -> None:
+        """Step until ``steps`` more env steps or ``episodes`` more completed episodes."""
+        if self._obs is None:
+            self.reset()
+        target_steps = self.env_steps + steps if steps else None
+        done_episodes = 0
+        while True:
+            if target_steps is not None and self.env_steps >= target_steps:
+                return
+            if episodes and done_episodes >= episodes:
+                return
+            done_episodes += self.step()
+
+    def step(self) -> int:
+        """One vector step; returns the number of episodes that completed."""
+        assert self._obs is not None, "call reset() first"
+        obs = self._obs
+        start = time.perf_counter()
+        self._carry, action, _ = self.agent.policy(self._carry, obs, mode=self.mode)
+        self.policy_time += time.perf_counter() - start
+        step = {**obs, ACTION_KEY: np.asarray(action)}
+        for sink in self.sinks:
+            sink(step)
+        before = len(self.episodes.done)
+        self.episodes.add(obs)
+        start = time.perf_counter()
+        self._obs = self.venv.step(step[ACTION_KEY])
+        self.env_time += time.perf_counter() - start
+        self.env_steps += self.venv.num_envs
+        return len(self.episodes.done) - before

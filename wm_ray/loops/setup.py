@@ -1,0 +1,47 @@
+"""Builders shared by the loops: run directories and vector envs from a config."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from wm_ray.config import Config, EnvConfig
+from wm_ray.envs.vector import EnvFactory, VectorEnv
+
+_VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
+
+
+def env_options(env: EnvConfig) -> dict[str, Any]:
+    """Backend options of an env config: every field but the vectorization ones.
+
+    Fields left at ``None`` mean "backend default" and are not passed; ``pixels`` and
+    ``image_size`` are passed only when they differ from the defaults, so a backend that has
+    no use for an option only sees it when the user set it (and then refuses it clearly).
+    """
+    defaults = EnvConfig()
+    options = {}
+    for f in dataclasses.fields(env):
+        value = getattr(env, f.name)
+        if f.name in _VECTOR_FIELDS or value is None or value == getattr(defaults, f.name):
+            continue
+        options[f.name] = value
+    return options
+
+
+def make_vector_env(env: EnvConfig, seed: int, num_envs: int | None = None) -> VectorEnv:
+    factory = EnvFactory(env.id, env.backend, **env_options(env))
+    return VectorEnv(factory, num_envs or env.num_envs, seed=seed, mode=env.vector)
+
+
+def run_name(config: Config) -> str:
+    if config.run.name:
+        return config.run.name
+    env = re.sub(r"[^A-Za-z0-9]+", "_", config.env.id).strip("_").lower()
+    return f"{config.run.model}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_dir(config: Config) -> Path:
+    return Path(config.run.run_dir) if config.run.run_dir else Path("runs") / run_name(config)

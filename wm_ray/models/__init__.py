@@ -1,0 +1,1 @@
+"""World-model families (pure torch, no Ray). Each family lives in ``models/<family>/``."""
