@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,9 +52,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:12s} {spec.description}")
     elif args.what == "backends":
         for name in registry.list_env_backends():
-            spec = registry.get_env_backend_spec(name)
-            aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
-            print(f"{name:10s} {spec.description}{aliases}")
+            backend = registry.get_env_backend_spec(name)
+            aliases = f" (aliases: {', '.join(backend.aliases)})" if backend.aliases else ""
+            print(f"{name:10s} {backend.description}{aliases}")
     elif args.what == "presets":
         print("\n".join(list_presets()))
     else:
@@ -85,14 +84,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     config = _build(args)
     summary = collect(config, run_dir(config), progress=not args.quiet)
-    replay = summary.pop("replay")
-    print(json.dumps(summary, indent=2, default=str))
+    replay = summary["replay"]
+    mean = summary["mean_return"]
+    returns = f"mean return {mean:.2f}" if mean is not None else "no episode finished"
     print(
-        f"collected {summary['env_steps']:,} steps ({summary['episodes']} episodes, mean return "
-        f"{summary['mean_return']:.2f}) at {summary['fps_env']:,.0f} steps/s into replay: "
+        f"collected {summary['env_steps']:,} steps ({summary['episodes']} episodes, {returns}) "
+        f"at {summary['fps_env']:,.0f} steps/s into replay: "
         f"{int(replay['steps']):,} steps in {int(replay['chunks'])} chunks, "
         f"{replay['bytes'] / 2**20:.1f} MiB -> {Path(summary['run_dir']) / 'replay'}"
     )
+    print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
     return 0
 
 

@@ -6,6 +6,7 @@ The smallest end-to-end path through the rooms: config -> vector env -> agent po
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,10 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, A
             "model": config.run.model,
             "env_steps": driver.env_steps,
             "episodes": len(returns),
-            "mean_return": float(np.mean(returns)) if returns else float("nan"),
+            "mean_return": float(np.mean(returns)) if returns else None,
             "seconds": elapsed,
             "fps_env": driver.env_steps / elapsed,
             "policy_seconds": driver.policy_time,
@@ -75,6 +80,7 @@ def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, A
         if replay.can_sample():
             batch = replay.sample()
             summary["sample_shapes"] = {k: list(v.shape) for k, v in batch.items()}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
         return summary
     finally:
         venv.close()

@@ -4,45 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from wm_ray.core import Agent
 from wm_ray.envs.vector import VectorEnv
+from wm_ray.episodes import EpisodeStats
 from wm_ray.types import ACTION_KEY
 
 StepSink = Callable[[dict[str, np.ndarray]], Any]
-
-
-@dataclass
-class EpisodeTracker:
-    """Per-env running return and length; completed episodes queue up in ``done``."""
-
-    num_envs: int
-    returns: np.ndarray = field(init=False)
-    lengths: np.ndarray = field(init=False)
-    done: list[dict[str, float]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.returns = np.zeros(self.num_envs, np.float64)
-        self.lengths = np.zeros(self.num_envs, np.int64)
-
-    def add(self, step: dict[str, np.ndarray]) -> None:
-        first = step["is_first"]
-        self.returns[first] = 0.0
-        self.lengths[first] = 0
-        self.returns += np.where(first, 0.0, step["reward"])
-        self.lengths += ~first
-        for i in np.flatnonzero(step["is_last"]):
-            self.done.append(
-                {"return": float(self.returns[i]), "length": int(self.lengths[i]), "env": int(i)}
-            )
-
-    def pop(self) -> list[dict[str, float]]:
-        out, self.done = self.done, []
-        return out
 
 
 class Driver:
@@ -62,7 +33,7 @@ class Driver:
         self.agent = agent
         self.sinks = list(sinks)
         self.mode = mode
-        self.episodes = EpisodeTracker(venv.num_envs)
+        self.episodes = EpisodeStats(venv.num_envs)
         self.env_steps = 0
         self.env_time = 0.0
         self.policy_time = 0.0
@@ -98,10 +69,10 @@ class Driver:
         step = {**obs, ACTION_KEY: np.asarray(action)}
         for sink in self.sinks:
             sink(step)
-        before = len(self.episodes.done)
+        before = len(self.episodes)
         self.episodes.add(obs)
         start = time.perf_counter()
         self._obs = self.venv.step(step[ACTION_KEY])
         self.env_time += time.perf_counter() - start
         self.env_steps += self.venv.num_envs
-        return len(self.episodes.done) - before
+        return len(self.episodes) - before

@@ -20,7 +20,8 @@ from wm_ray.config import Config
 def sample_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` uniform actions: int64 ``(n,)`` for Discrete, float32 ``(n, A)`` for Box."""
     if isinstance(space, gym.spaces.Discrete):
-        return (space.start + rng.integers(0, space.n, size=n)).astype(np.int64)
+        start, count = int(space.start), int(space.n)
+        return (start + rng.integers(0, count, size=n)).astype(np.int64)
     if isinstance(space, gym.spaces.Box):
         low = np.broadcast_to(space.low, space.shape)
         high = np.broadcast_to(space.high, space.shape)

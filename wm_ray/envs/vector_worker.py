@@ -1,0 +1,204 @@
+"""One env slot of a :class:`~wm_ray.envs.vector.VectorEnv` and the process that can host it.
+
+:class:`EnvSlot` implements the per-env semantics (reset as an input, first-reset seeding,
+rebuild after an exception); ``serial`` vector envs hold the slots directly, ``subprocess``
+ones run each slot in a child process (:func:`worker_main`) behind a :class:`ChildHandle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import signal
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+logger = logging.getLogger(__name__)
+
+MakeFn = Callable[[int], gym.Env]
+Transition = tuple[dict[str, np.ndarray], float, bool, bool, bool]
+"""(obs, reward, is_first, is_last, is_terminal) of one env."""
+
+MAX_REBUILDS = 3
+"""Consecutive failed rebuilds of one env before the error is raised."""
+
+
+def derive_seed(seed: int, index: int, restarts: int) -> int:
+    """Seed of env ``index``'s first reset after ``restarts`` rebuilds (``seed + index`` at 0)."""
+    if restarts == 0:
+        return seed + index
+    return int(np.random.SeedSequence([seed, index, restarts]).generate_state(1)[0])
+
+
+class EnvSlot:
+    """One env with the reset-as-input logic and crash recovery (serial mode and each child).
+
+    Args:
+        make_fn: Builds the env for ``index``.
+        index: Env index within the vector env.
+        seed: Base seed of the vector env.
+        restarts: Rebuilds of this env so far (selects the first reset's seed).
+
+    Attributes:
+        restarts: Rebuilds of this env so far.
+        errors: ``repr`` of each exception that caused a rebuild, not yet taken by the caller.
+    """
+
+    def __init__(self, make_fn: MakeFn, index: int, seed: int, restarts: int = 0) -> None:
+        self._make_fn = make_fn
+        self.index = index
+        self._base_seed = seed
+        self.restarts = restarts
+        self.errors: list[str] = []
+        self.env: gym.Env | None = make_fn(index)
+        self._next_seed: int | None = derive_seed(seed, index, restarts)
+        self._done = True
+
+    def reset(self) -> Transition:
+        """Reset the env (an ``is_first`` transition)."""
+        return self._guarded(None)
+
+    def step(self, action: Any) -> Transition:
+        """Step the env, or reset it if its last transition had ``is_last``."""
+        return self._guarded(None if self._done else action)
+
+    def take_errors(self) -> list[str]:
+        """The errors behind rebuilds since the last call (and forget them)."""
+        errors, self.errors = self.errors, []
+        return errors
+
+    def _run(self, action: Any) -> Transition:
+        assert self.env is not None
+        if action is None:
+            obs, _ = self.env.reset(seed=self._next_seed)
+            self._next_seed = None
+            self._done = False
+            return obs, 0.0, True, False, False
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        self._done = bool(terminated or truncated)
+        return obs, float(reward), False, self._done, bool(terminated)
+
+    def _guarded(self, action: Any) -> Transition:
+        try:
+            return self._run(action)
+        except Exception as error:  # any env failure triggers a rebuild
+            last = error
+        for _ in range(MAX_REBUILDS):
+            self.restarts += 1
+            self.errors.append(repr(last))
+            self.close()
+            try:
+                self.env = self._make_fn(self.index)
+                self._next_seed = derive_seed(self._base_seed, self.index, self.restarts)
+                return self._run(None)
+            except Exception as error:
+                last = error
+        raise RuntimeError(f"env {self.index} failed {MAX_REBUILDS} rebuilds in a row") from last
+
+    def close(self) -> None:
+        """Close the env, ignoring errors."""
+        if self.env is not None:
+            try:
+                self.env.close()
+            except Exception:  # best effort on a possibly broken env
+                logger.debug("closing env %d failed", self.index, exc_info=True)
+            self.env = None
+
+
+def log_rebuild(index: int, error: str, restarts: int) -> None:
+    """Log the rebuild of env ``index`` (the ``restarts``-th) caused by ``error``."""
+    logger.warning(
+        "env %d failed (%s); rebuilt it (restart %d of this env); its episode ends without is_last",
+        index,
+        error,
+        restarts,
+    )
+
+
+def worker_main(
+    conn: mp.connection.Connection, make_fn: MakeFn, index: int, seed: int, restarts: int
+) -> None:
+    """Child process loop: serve ("reset" | "step" | "close", payload) requests for one env.
+
+    Replies are ("ready", (obs_space, act_space)), ("ok", (transition, rebuild errors)) or
+    ("error", traceback) for failures that rebuilding could not fix.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        slot = EnvSlot(make_fn, index, seed, restarts)
+        assert slot.env is not None
+        conn.send(("ready", (slot.env.observation_space, slot.env.action_space)))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        conn.close()
+        return
+    try:
+        while True:
+            command, payload = conn.recv()
+            if command == "close":
+                break
+            try:
+                result = slot.reset() if command == "reset" else slot.step(payload)
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+                break
+            conn.send(("ok", (result, slot.take_errors())))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        slot.close()
+        conn.close()
+
+
+class ChildHandle:
+    """Parent-side handle of one env process; call :meth:`wait_ready` after construction."""
+
+    def __init__(self, ctx: Any, make_fn: MakeFn, index: int, seed: int, restarts: int) -> None:
+        self.index = index
+        self.conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(
+            target=worker_main,
+            args=(child_conn, make_fn, index, seed, restarts),
+            name=f"wm_ray-env-{index}",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+
+    def wait_ready(self) -> tuple[spaces.Space, spaces.Space]:
+        """Wait until the env is built; its (observation space, action space)."""
+        try:
+            kind, payload = self.recv()
+        except (EOFError, ConnectionResetError) as error:
+            self.kill()
+            code = self.process.exitcode
+            raise RuntimeError(
+                f"env {self.index} process exited during startup ({code})"
+            ) from error
+        if kind != "ready":
+            self.kill()
+            raise RuntimeError(f"building env {self.index} in a subprocess failed:\n{payload}")
+        return payload
+
+    def send(self, message: tuple[str, Any]) -> None:
+        self.conn.send(message)
+
+    def recv(self, poll_s: float = 0.5) -> tuple[str, Any]:
+        """The next reply; raises EOFError when the process died without sending one."""
+        while not self.conn.poll(poll_s):
+            if not self.process.is_alive() and not self.conn.poll(0):
+                raise EOFError(f"env process {self.process.pid} exited")
+        return self.conn.recv()
+
+    def kill(self) -> None:
+        """Stop the process (best effort) and close the pipe."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
