@@ -247,16 +247,22 @@ def create_config(model: str = "random", presets: tuple[str, ...] = (), **overri
 
 
 def create_model(
-    model: str, obs_space: Any, act_space: Any, config: Config | None = None, **overrides: Any
+    model: str,
+    obs_space: Any = None,
+    act_space: Any = None,
+    config: Config | None = None,
+    **overrides: Any,
 ) -> Any:
     """An agent of family ``model`` (the agent protocol of ``wm_ray.core``).
 
     Args:
         model: a name or alias of :func:`list_models`.
-        obs_space: the single-env ``gymnasium.spaces.Dict`` observation space.
+        obs_space: the single-env ``gymnasium.spaces.Dict`` observation space; with
+            ``act_space``, taken from the configured env (``config.env``) when omitted.
         act_space: the single-env action space.
         config: a full :class:`Config`; built with :func:`create_config` when omitted.
-        **overrides: applied to the config as in :func:`create_config`.
+        **overrides: applied to the config as in :func:`create_config`, e.g.
+            ``create_model("random", env="dmc:walker-walk", seed=3)``.
     """
     spec = get_model_spec(model)
     if config is None:
@@ -267,6 +273,13 @@ def create_model(
         config = config_io.apply(config, create_config_updates(spec.name, overrides))
     if not isinstance(config, Config):
         raise TypeError(f"config must be a wm_ray Config, got {type(config).__name__}")
+    if obs_space is None or act_space is None:
+        from wm_ray.loops.setup import env_options
+
+        env = make_env(config.env.id, config.env.backend, **env_options(config.env))
+        obs_space = obs_space or env.observation_space
+        act_space = act_space or env.action_space
+        env.close()
     cls = _import(spec.import_path)
     return cls(obs_space, act_space, config)
 

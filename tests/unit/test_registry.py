@@ -94,6 +94,8 @@ def test_create_model_gives_an_agent_that_acts_in_the_space() -> None:
     _, action, _ = agent.policy(agent.init_policy(3), obs)
     assert action.shape == (3,) and all(env.action_space.contains(int(a)) for a in action)
     env.close()
+    agent = wm_ray.create_model("random", env="dmc:walker-walk", seed=2)  # spaces from the env
+    assert agent.act_space.shape == (6,) and agent.config.run.seed == 2
 
 
 def test_import_and_gymnasium_envs_stay_light() -> None:
