@@ -123,9 +123,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     from wm_ray.config_io import ConfigError
     from wm_ray.registry import UnknownNameError
 
+    logging.basicConfig(level=logging.INFO, format="wm-ray: %(levelname)s: %(message)s")
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))

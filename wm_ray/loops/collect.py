@@ -6,7 +6,9 @@ The smallest end-to-end path through the rooms: config -> vector env -> agent po
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -14,13 +16,24 @@ from typing import Any
 
 import numpy as np
 
-from wm_ray.config import Config
+from wm_ray.config import Config, ResourcesConfig
 from wm_ray.config_io import save_config
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
+
+logger = logging.getLogger(__name__)
+
+
+def _resources_diff(config: Config) -> dict[str, Any]:
+    default = ResourcesConfig()
+    return {
+        f"resources.{f.name}": getattr(config.resources, f.name)
+        for f in dataclasses.fields(default)
+        if getattr(config.resources, f.name) != getattr(default, f.name)
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -29,6 +42,12 @@ def _plain(value: Any) -> Any:
 
 def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Run ``config.run.steps`` env steps with ``config.run.model``'s policy; return a summary."""
+    if config.resources != ResourcesConfig():
+        logger.warning(
+            "collect runs in this one process and ignores resources.* (%s); the actor counts "
+            "apply to the Ray runtime",
+            ", ".join(f"{k}={v}" for k, v in _resources_diff(config).items()),
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)
     replay_dir = run_dir / "replay" if config.replay.persist else None
