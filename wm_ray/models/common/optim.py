@@ -1,0 +1,117 @@
+"""An optimizer step with DreamerV3's safeguards (Hafner et al. 2023, appendix).
+
+One :class:`Optimizer` owns one parameter group (world model, actor or critic). ``step(loss)``
+clears its gradients, backpropagates into *its own parameters only* (so the actor loss, whose
+graph passes through the world model, leaves world-model gradients untouched), optionally
+applies adaptive gradient clipping (AGC, Brock et al. 2021, per tensor as in DreamerV3),
+clips the global gradient norm, skips updates with non-finite gradients, warms up the learning
+rate linearly, and steps Adam. Metrics come back as detached 0-dim tensors so that callers
+convert them once per train step instead of syncing the device per optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Optimizer:
+    """Adam with global-norm clipping, optional AGC, warmup and non-finite-gradient skipping.
+
+    Args:
+        params: the parameters to train.
+        lr: learning rate after warmup.
+        eps: Adam epsilon.
+        clip: the maximum global gradient norm (0 disables clipping).
+        agc: adaptive clipping ratio: each tensor's gradient norm is clipped to
+            ``agc * max(||param||, pmin)`` before global clipping (0 disables).
+        pmin: the smallest parameter norm AGC uses.
+        weight_decay: decoupled weight decay (AdamW); 0 gives plain Adam.
+        betas: Adam moment decays.
+        warmup: steps of linear learning-rate warmup (0 disables).
+        skip_nonfinite: skip the update (and count it) when the gradient norm is NaN or inf;
+            this costs one device sync per step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float,
+        *,
+        eps: float = 1e-8,
+        clip: float = 100.0,
+        agc: float = 0.0,
+        pmin: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup: int = 0,
+        skip_nonfinite: bool = True,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("Optimizer got no trainable parameters")
+        if lr <= 0 or eps <= 0 or clip < 0 or agc < 0 or warmup < 0:
+            raise ValueError(
+                f"need lr > 0, eps > 0, clip >= 0, agc >= 0, warmup >= 0, got "
+                f"{lr=}, {eps=}, {clip=}, {agc=}, {warmup=}"
+            )
+        self.lr, self.clip, self.agc, self.pmin = lr, clip, agc, pmin
+        self.warmup, self.skip_nonfinite = warmup, skip_nonfinite
+        self.opt = torch.optim.AdamW(
+            self.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
+        )
+        self.steps = 0
+        self.skipped = 0
+
+    def current_lr(self) -> float:
+        """The learning rate the next step uses."""
+        return self.lr * min(1.0, (self.steps + 1) / self.warmup) if self.warmup else self.lr
+
+    def _apply_agc(self) -> None:
+        for p in self.params:
+            if p.grad is None:
+                continue
+            max_norm = self.agc * p.detach().norm().clamp(min=self.pmin)
+            p.grad.mul_((max_norm / p.grad.norm().clamp(min=1e-12)).clamp(max=1.0))
+
+    def step(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backpropagate the scalar ``loss`` into the owned parameters and update them.
+
+        Returns:
+            ``loss``, ``grad_norm`` (the global norm before clipping) and ``lr``, as 0-dim tensors.
+        """
+        if loss.dim() != 0:
+            raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.params)
+        if self.agc > 0:
+            self._apply_agc()
+        max_norm = self.clip if self.clip > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+        lr = self.current_lr()
+        if self.skip_nonfinite and not bool(torch.isfinite(grad_norm)):
+            self.skipped += 1
+            self.opt.zero_grad(set_to_none=True)
+        else:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            self.opt.step()
+            self.steps += 1
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach(), "lr": torch.tensor(lr)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Adam moments, step counts and the counters of this wrapper."""
+        return {"optimizer": self.opt.state_dict(), "steps": self.steps, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` taken from an optimizer over parameters of equal shapes.
+
+        The state is deep-copied: torch would otherwise share the moment tensors with the
+        optimizer the state came from, and both would then update them in place.
+        """
+        self.opt.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.steps, self.skipped = int(state["steps"]), int(state["skipped"])
