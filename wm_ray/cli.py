@@ -1,4 +1,4 @@
-"""The ``wm-ray`` command line: list, show-config, collect (train and eval come with the models)."""
+"""The ``wm-ray`` command line: train, eval, collect, list, show-config."""
 
 from __future__ import annotations
 
@@ -78,6 +78,51 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from wm_ray.config_io import ConfigError, build_config, load_config
+    from wm_ray.loops.setup import run_dir
+    from wm_ray.loops.train import train
+
+    if args.resume:
+        if not args.run_dir:
+            raise ConfigError("--resume needs --run-dir DIR of the run to continue")
+        base = load_config(args.run_dir)
+        overrides = list(args.overrides)
+        if args.steps is not None:
+            overrides.append(f"run.steps={args.steps}")
+        config = build_config(args.configs, overrides, base=base, env_id=args.env)
+    else:
+        config = _build(args)
+    if args.quiet:
+        config = build_config([], ["logging.progress=false"], base=config)
+    summary = train(config, run_dir(config), args.resume, args.allow_config_change)
+    ret = summary["eval_return"]
+    shown = f"eval/return {ret:.1f}" if ret is not None else "no evaluation"
+    print(
+        f"done: {summary['env_steps']:,} env steps, {summary['updates']:,} updates in "
+        f"{summary['seconds'] / 60:.1f} min; {shown}\n"
+        f"  curve:      {summary['curve']}\n"
+        f"  checkpoint: {summary['checkpoint']}\n"
+        f"  metrics:    {Path(summary['run_dir']) / 'metrics.jsonl'} (TensorBoard: "
+        f"{Path(summary['run_dir']) / 'tb'})"
+        + (f"\n  videos:     {summary['videos']}" if summary["videos"] else "")
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from wm_ray.loops.evaluate import evaluate_run
+
+    result = evaluate_run(Path(args.run_dir), args.episodes, args.video)
+    returns = ", ".join(f"{r:.1f}" for r in result["returns"])
+    print(
+        f"eval/return {result['eval/return']:.2f} over {result['eval/episodes']} episodes "
+        f"({returns}) from {result['checkpoint']}"
+        + (f"; video {result['video']}" if "video" in result else "")
+    )
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from wm_ray.loops.collect import collect
     from wm_ray.loops.setup import run_dir
@@ -113,6 +158,23 @@ def make_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_show_config)
 
+    p = sub.add_parser("train", help="train a world-model agent (single process)")
+    _config_args(p)
+    p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
+    p.add_argument("--run-dir", default=None, help="output directory (run.run_dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument(
+        "--allow-config-change", action="store_true", help="accept a changed config on --resume"
+    )
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--episodes", type=int, default=None, help="default: eval.episodes")
+    p.add_argument("--video", action="store_true", help="write a video (image tasks)")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("collect", help="collect experience with the configured policy into replay")
     _config_args(p)
     p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
@@ -125,14 +187,16 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
+    from wm_ray.checkpoint import CheckpointError
     from wm_ray.config_io import ConfigError
     from wm_ray.registry import UnknownNameError
 
     logging.basicConfig(level=logging.INFO, format="wm-ray: %(levelname)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, UnknownNameError) as err:
+    except (ConfigError, UnknownNameError, CheckpointError) as err:
         print(f"wm-ray: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -63,3 +63,59 @@ class Progress:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class TensorBoardSink:
+    """Scalars as TensorBoard event files in ``<run_dir>/tb`` (``tensorboard --logdir runs``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(directory))
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MetricsLogger:
+    """Fans one record out to the configured sinks: JSONL, TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, jsonl: bool = True, tensorboard: bool = True) -> None:
+        self.sinks: list[JsonlSink | TensorBoardSink] = []
+        if jsonl:
+            self.sinks.append(JsonlSink(Path(run_dir) / "metrics.jsonl"))
+        if tensorboard:
+            self.sinks.append(TensorBoardSink(Path(run_dir) / "tb"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class Mean:
+    """Running means of scalar metrics between log steps."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums, self._counts = {}, {}
+        return out

@@ -86,11 +86,12 @@ class VectorEnv:
                 for i in range(num_envs):  # start all, then wait: envs build in parallel
                     self._children.append(ChildHandle(self._ctx, make_fn, i, seed, 0))
                 all_spaces = [child.wait_ready() for child in self._children]
-            self.obs_space, self.act_space = all_spaces[0]
+            obs_space, self.act_space = all_spaces[0]
             if any(pair != all_spaces[0] for pair in all_spaces):
                 raise ValueError(f"envs built by {make_fn!r} have different spaces: {all_spaces}")
-            if not isinstance(self.obs_space, spaces.Dict):
-                raise ValueError(f"env observation space must be a Dict, got {self.obs_space}")
+            if not isinstance(obs_space, spaces.Dict):
+                raise ValueError(f"env observation space must be a Dict, got {obs_space}")
+            self.obs_space: spaces.Dict = obs_space
         except BaseException:
             self.close()
             raise

@@ -48,8 +48,6 @@ class Driver:
 
     def run(self, steps: int = 0, episodes: int = 0) -> None:
         """Step until ``steps`` more env steps or ``episodes`` more completed episodes."""
-        if self._obs is None:
-            self.reset()
         target_steps = self.env_steps + steps if steps else None
         done_episodes = 0
         while True:
@@ -61,8 +59,10 @@ class Driver:
 
     def step(self) -> int:
         """One vector step; returns the number of episodes that completed."""
-        assert self._obs is not None, "call reset() first"
+        if self._obs is None:
+            self.reset()
         obs = self._obs
+        assert obs is not None
         start = time.perf_counter()
         self._carry, action, _ = self.agent.policy(self._carry, obs, mode=self.mode)
         self.policy_time += time.perf_counter() - start

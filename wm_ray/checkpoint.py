@@ -1,0 +1,127 @@
+"""Atomic run checkpoints: ``<run_dir>/checkpoints/step-<env steps>/``.
+
+A checkpoint directory holds the resolved ``config.yaml``, ``agent/`` (weights, optimizer and
+normalizer state, written by the agent's ``save``), ``state.json`` (counters, limiter and replay
+state, replay manifest) and ``meta.json`` (format version and a SHA-256 of every other file). It
+is written under a temporary name and renamed into place, and ``latest`` (a one-line file) is
+replaced atomically afterwards, so a crash at any point leaves the previous checkpoint intact.
+Loading verifies every checksum: a truncated or altered file is refused with a message naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A missing, partial or corrupt checkpoint; the message names the file and the problem."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "meta.json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    with tmp.open("rb") as file:
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    save_agent: Callable[[Path], None],
+    state: dict[str, Any],
+    config_yaml: str,
+    keep: int = 3,
+) -> Path:
+    """Write checkpoint ``step-<step>`` atomically and point ``latest`` at it.
+
+    Args:
+        run_dir: the run directory.
+        step: env steps at the checkpoint (names the directory).
+        save_agent: writes the agent into the directory it is given (``agent.save``).
+        state: JSON-able counters and component states.
+        config_yaml: the resolved config.
+        keep: how many newest checkpoints to keep (older ones are deleted).
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:012d}"
+    tmp = root / f".tmp-step-{step:012d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_agent(tmp / "agent")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    (tmp / "config.yaml").write_text(config_yaml)
+    files = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
+    (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic(root / "latest", final.name + "\n")
+    for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names, or None when the run has none."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "latest"
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer} names {path.name}, which does not exist")
+    return path
+
+
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check ``meta.json`` and every file's checksum; returns the meta. Raises CheckpointError."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} has no meta.json (incomplete write?)") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint {meta_path} is not valid JSON: {err}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format {meta.get('format')!r}; this wm_ray reads {FORMAT}"
+        )
+    for name, digest in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {file} is missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(f"checkpoint file {file} is corrupt (checksum mismatch)")
+    extra = {str(p.relative_to(path)) for p in _files(path)} - set(meta["files"])
+    if extra:
+        raise CheckpointError(f"checkpoint {path} has files not in its manifest: {sorted(extra)}")
+    return meta
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """The verified ``state.json`` of a checkpoint."""
+    verify_checkpoint(path)
+    return json.loads((Path(path) / "state.json").read_text())

@@ -1,0 +1,78 @@
+"""Evaluation episodes with the agent's eval mode (greedy / mode actions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_ray.core import Agent
+from wm_ray.envs.vector import VectorEnv
+from wm_ray.loops.driver import Driver
+
+
+def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) -> dict[str, Any]:
+    """Run ``episodes`` complete episodes (starting from fresh resets) in eval mode.
+
+    Returns:
+        ``eval/return`` and ``eval/length`` (means), ``eval/episodes``, the per-episode
+        ``returns`` list, and with ``video`` for image tasks ``frames`` (T, H, W, C) uint8 of the
+        first episode of env 0.
+    """
+    frames: list[np.ndarray] = []
+    recording = video and "image" in venv.obs_space.spaces
+
+    def record(step: dict[str, np.ndarray]) -> None:
+        nonlocal recording
+        if recording:
+            frames.append(step["image"][0])
+            if step["is_last"][0]:
+                recording = False
+
+    driver = Driver(venv, agent, sinks=(record,), mode="eval")
+    driver.reset()
+    done: list[dict[str, Any]] = []
+    while len(done) < episodes:
+        driver.run(episodes=1)
+        done += driver.episodes.pop()
+    done = done[:episodes]
+    returns = [float(ep["return"]) for ep in done]
+    out: dict[str, Any] = {
+        "eval/return": float(np.mean(returns)),
+        "eval/length": float(np.mean([ep["length"] for ep in done])),
+        "eval/episodes": len(done),
+        "returns": returns,
+    }
+    if frames:
+        out["frames"] = np.stack(frames)
+    return out
+
+
+def evaluate_run(run_dir: Path, episodes: int | None = None, video: bool = False) -> dict[str, Any]:
+    """Load a run's config and latest checkpoint, and evaluate it (``wm-ray eval``)."""
+    from wm_ray import checkpoint as ckpt
+    from wm_ray.config_io import load_config
+    from wm_ray.loops.setup import make_vector_env
+    from wm_ray.media import write_video
+    from wm_ray.registry import create_model
+
+    config = load_config(run_dir)
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint to evaluate")
+    ckpt.verify_checkpoint(path)
+    venv = make_vector_env(
+        config.env, seed=config.run.seed + 2 * 10**6, num_envs=config.eval.num_envs
+    )
+    try:
+        agent = create_model(config.run.model, venv.obs_space, venv.act_space, config)
+        agent.load(path / "agent")
+        result = evaluate(agent, venv, episodes or config.eval.episodes, video=video)
+    finally:
+        venv.close()
+    result["checkpoint"] = str(path)
+    if "frames" in result:
+        frames = result.pop("frames")
+        result["video"] = str(write_video(frames, run_dir / "videos" / f"eval-{path.name}.mp4"))
+    return result
