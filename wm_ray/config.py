@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wm_ray.models.dreamer.config import DreamerConfig
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -143,3 +145,5 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dreamer: DreamerConfig = field(default_factory=DreamerConfig)
+    """The Dreamer family (``wm_ray/models/dreamer/config.py``)."""

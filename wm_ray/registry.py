@@ -40,6 +40,13 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec(
+            "dreamer",
+            "wm_ray.models.dreamer.agent:DreamerAgent",
+            "wm_ray.models.dreamer.config:DreamerConfig",
+            "DreamerV3: categorical RSSM world model, actor-critic learned in imagination.",
+            ("dreamerv3", "rssm"),
+        ),
+        ModelSpec(
             "random",
             "wm_ray.models.random_agent:RandomAgent",
             None,

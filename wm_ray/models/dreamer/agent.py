@@ -1,0 +1,273 @@
+"""The DreamerV3 agent (Hafner et al. 2023) behind the carry-passing protocol of ``wm_ray.core``.
+
+``train`` performs one world-model update on a replayed ``(B, T)`` batch, then one actor and one
+critic update in imagination from all ``B * T`` posterior states; ``policy`` runs one encoder,
+one RSSM posterior step and the actor per env step. The recurrent acting state is the explicit
+carry ``(State, previous model action)``. All sampling draws from the agent's own generator
+(seeded from ``config.run.seed`` and saved with checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from wm_ray.models.common import Optimizer, ReturnNormalizer, postprocess_image
+from wm_ray.models.common import preprocess_image as to_model_space
+from wm_ray.models.dreamer import persist
+from wm_ray.models.dreamer.config import RootConfig, check_config
+from wm_ray.models.dreamer.data import ActionSpec, batch_tensors, obs_tensors
+from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
+from wm_ray.models.dreamer.networks import State, build_networks, obs_shapes, param_counts
+
+Carry = tuple[State, torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` if available else ``cpu``; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(
+            f"run.device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device is {name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+class DreamerAgent:
+    """DreamerV3 with categorical (or Gaussian, v1) latents. See the package README.
+
+    Args:
+        obs_space: single-env Dict space with ``image`` (H, W, C) uint8 and/or ``vector`` (D,).
+        act_space: Discrete or flat Box (actions in [-1, 1]).
+        config: the root config (reads ``dreamer``, ``run.seed``, ``run.device``).
+    """
+
+    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig):
+        self.config = config
+        self.cfg = cfg = config.dreamer
+        check_config(cfg)
+        self.device = resolve_device(config.run.device)
+        self.shapes = obs_shapes(obs_space)
+        self.act = ActionSpec.of(act_space)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.run.seed)
+            nets = build_networks(self.shapes, self.act.dim, self.act.discrete, cfg)
+        self.wm, self.actor, self.critic = nets
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        ac = cfg.ac
+        self.retnorm = ReturnNormalizer(
+            ac.retnorm_decay, ac.retnorm_limit, ac.retnorm_low, ac.retnorm_high
+        )
+        self.nets = nn.ModuleDict(
+            {
+                "wm": self.wm,
+                "actor": self.actor,
+                "critic": self.critic,
+                "slow_critic": self.slow_critic,
+                "retnorm": self.retnorm,
+            }
+        ).to(self.device)
+        self.gen = torch.Generator(self.device).manual_seed(config.run.seed)
+        opt = cfg.opt
+        self.model_opt = Optimizer(
+            self.wm.parameters(),
+            opt.model_lr,
+            eps=opt.model_eps,
+            clip=opt.model_clip,
+            warmup=opt.warmup,
+        )
+        self.actor_opt = Optimizer(
+            self.actor.parameters(),
+            opt.actor_lr,
+            eps=opt.actor_eps,
+            clip=opt.actor_clip,
+            warmup=opt.warmup,
+        )
+        self.critic_opt = Optimizer(
+            self.critic.parameters(),
+            opt.critic_lr,
+            eps=opt.critic_eps,
+            clip=opt.critic_clip,
+            warmup=opt.warmup,
+        )
+        grad = ac.actor_grad
+        self.dynamics = grad == "dynamics" or (grad == "auto" and not self.act.discrete)
+        self.updates = 0
+
+    # ----------------------------------------------------------------------------- acting
+
+    def init_policy(self, batch_size: int) -> Carry:
+        """Initial states and zero previous actions for ``batch_size`` streams."""
+        with torch.no_grad():
+            state = self.wm.rssm.initial(batch_size)
+            state = State(state.deter.clone(), state.stoch.clone())
+        return state, torch.zeros(batch_size, self.act.dim, device=self.device)
+
+    @torch.no_grad()
+    def policy(
+        self, carry: Carry, obs: dict[str, np.ndarray], mode: Literal["explore", "eval"] = "explore"
+    ) -> tuple[Carry, np.ndarray, dict[str, np.ndarray]]:
+        """One acting step for ``N`` streams; resets the streams whose ``is_first`` is set.
+
+        Returns:
+            The new carry, env actions (int64 ``(N,)`` or float32 ``(N, A)`` in [-1, 1]) and
+            no extra outputs.
+        """
+        if mode not in ("explore", "eval"):
+            raise ValueError(f"policy mode must be 'explore' or 'eval', got {mode!r}")
+        if "is_first" not in obs:
+            raise ValueError(f"obs needs 'is_first' to reset restarted streams (got {sorted(obs)})")
+        state, prev_action = carry
+        is_first = torch.as_tensor(np.asarray(obs["is_first"], bool)).to(self.device)
+        if is_first.shape != (prev_action.shape[0],):
+            raise ValueError(
+                f"obs['is_first'] has shape {tuple(is_first.shape)} but the carry holds "
+                f"{prev_action.shape[0]} streams (init_policy(N) with the env count)"
+            )
+        embed = self.wm.encoder(obs_tensors(obs, self.shapes, self.device, lead=1))
+        state, _ = self.wm.rssm.obs_step(state, prev_action, embed, is_first, self.gen)
+        dist = self.actor(self.wm.rssm.feat(state))
+        action = dist.sample(self.gen) if mode == "explore" else dist.mode()
+        if self.act.discrete:
+            env_action = (action.argmax(-1) + self.act.start).cpu().numpy().astype(np.int64)
+        else:
+            action = action.clamp(-1.0, 1.0)
+            env_action = action.cpu().numpy().astype(np.float32)
+        return (state, action), env_action, {}
+
+    # ----------------------------------------------------------------------------- learning
+
+    def init_train(self, batch_size: int) -> None:
+        """No training carry: every replayed sequence starts from the initial state."""
+        return None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]:
+        """One world-model update, then one actor and one critic update in imagination.
+
+        Args:
+            batch: ``(B, T, ...)`` arrays: observation keys, ``action``, ``reward``,
+                ``is_first``, ``is_terminal`` (``wm_ray.types``).
+            state: from :meth:`init_train` (unused).
+        """
+        data = batch_tensors(batch, self.shapes, self.act, self.device)
+        start_time = time.perf_counter()
+        wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, self.gen)
+        model_stats = self.model_opt.step(wm_loss)
+        self._sync()
+        mid_time = time.perf_counter()
+        start = State(posts.deter.detach().flatten(0, 1), posts.stoch.detach().flatten(0, 1))
+        start_cont = (~data.is_terminal).flatten().float()
+        with torch.set_grad_enabled(self.dynamics):
+            traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
+        actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
+            traj,
+            self.actor,
+            self.critic,
+            self.slow_critic,
+            self.retnorm,
+            self.cfg.ac,
+            self.dynamics,
+        )
+        actor_stats = self.actor_opt.step(actor_loss)
+        critic_stats = self.critic_opt.step(critic_loss)
+        self._update_slow_critic()
+        self._sync()
+        end_time = time.perf_counter()
+        self.updates += 1
+        tensors = {
+            "loss/model": wm_loss.detach(),
+            **wm_metrics,
+            "loss/actor": actor_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            **ac_metrics,
+            "grad_norm/model": model_stats["grad_norm"],
+            "grad_norm/actor": actor_stats["grad_norm"],
+            "grad_norm/critic": critic_stats["grad_norm"],
+        }
+        values = torch.stack([v.float().to(self.device) for v in tensors.values()]).tolist()
+        metrics = {f"train/{k}": float(v) for k, v in zip(tensors, values)}
+        metrics["time/world_model"] = mid_time - start_time
+        metrics["time/actor_critic"] = end_time - mid_time
+        return state, metrics
+
+    @torch.no_grad()
+    def _update_slow_critic(self) -> None:
+        fraction = self.cfg.ac.slow_critic_fraction
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.lerp_(fast, fraction)
+
+    # ----------------------------------------------------------------------------- reports
+
+    @torch.no_grad()
+    def report(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``openloop``: uint8 ``(T, H, 3 * W, C)`` [real | prediction | error] of sequence 0.
+
+        The first ``report_context`` steps are posterior reconstructions; after them the prior
+        predicts open loop from the replayed actions. Error is ``(pred - real) / 2`` shown
+        around mid-gray. Returns ``{}`` for tasks without images.
+        """
+        if "image" not in self.shapes:
+            return {}
+        data = batch_tensors(
+            {k: np.asarray(v)[:1] for k, v in batch.items()}, self.shapes, self.act, self.device
+        )
+        rssm, steps = self.wm.rssm, data.is_first.shape[1]
+        ctx = max(1, min(self.cfg.report_context, steps))
+        embed = self.wm.encoder({k: v[:, :ctx] for k, v in data.obs.items()})
+        posts, _, _ = rssm.observe(
+            embed, data.prev_action[:, :ctx], data.is_first[:, :ctx], gen=self.gen
+        )
+        feats = [rssm.feat(posts)]
+        state = State(posts.deter[:, -1], posts.stoch[:, -1])
+        for t in range(ctx, steps):
+            state, action = rssm.reset(state, data.prev_action[:, t], data.is_first[:, t])
+            state, _ = rssm.img_step(state, action, self.gen)
+            feats.append(rssm.feat(state)[:, None])
+        pred = self.wm.decoder(torch.cat(feats, 1))["image"][0].clamp(-0.5, 0.5)
+        real = to_model_space(data.obs["image"][0])
+        strip = torch.cat([real, pred, (pred - real) / 2], dim=-2)
+        return {"openloop": postprocess_image(strip).cpu().numpy()}
+
+    # ----------------------------------------------------------------------------- weights
+
+    def acting_weights(self) -> dict[str, Any]:
+        """CPU copies of the ``encoder``, ``rssm`` and ``actor`` state dicts."""
+        return persist.cpu_state_dicts(self._acting_modules())
+
+    def load_acting_weights(self, weights: dict[str, Any]) -> None:
+        """Load what :meth:`acting_weights` returned (e.g. on an env worker)."""
+        persist.load_state_dicts(self._acting_modules(), weights)
+
+    def _acting_modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.wm.encoder, "rssm": self.wm.rssm, "actor": self.actor}
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters per part and ``total`` (see :func:`networks.param_counts`)."""
+        return param_counts(self.wm, self.actor, self.critic)
+
+    def save(self, directory: Path) -> None:
+        """Write weights, optimizer states, normalizer, slow critic, generator and counters."""
+        optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+        persist.save(Path(directory), self.nets, optimizers, self.gen, {"updates": self.updates})
+
+    def load(self, directory: Path) -> None:
+        """Restore everything :meth:`save` wrote, exactly."""
+        optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+        counters = persist.load(Path(directory), self.nets, optimizers, self.gen)
+        self.updates = int(counters["updates"])

@@ -1,0 +1,201 @@
+"""Configuration of the DreamerV3 agent: the ``dreamer`` section of the root config.
+
+Defaults follow DreamerV3 (Hafner et al. 2023, appendix, hyperparameter table) at model size S;
+``configs/size_{debug,xs,s,m,l}.yaml`` switch sizes. The agent reads only ``config.dreamer``,
+``config.run.seed``, ``config.run.device``, ``config.replay.batch_size`` and
+``config.replay.seq_len`` (see :class:`RootConfig`). This module imports neither torch nor
+``wm_ray.config`` at run time, so the root config can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``dreamer`` section
+    from wm_ray.config import ReplayConfig, RunConfig
+
+
+@dataclass(frozen=True)
+class RSSMConfig:
+    """The recurrent state-space model: a normalized GRU plus stochastic latents."""
+
+    latent: Literal["categorical", "gaussian"] = "categorical"
+    """categorical: DreamerV3's groups x classes one-hots; gaussian: Dream to Control's (v1)."""
+    deter: int = 512
+    """Units of the deterministic GRU state h."""
+    hidden: int = 512
+    """Width of the layers around the GRU (input layer, prior and posterior heads)."""
+    stoch: int = 32
+    """Categorical groups, or dimensions of the Gaussian latent."""
+    classes: int = 32
+    """Classes per categorical group (unused by the Gaussian latent)."""
+    unimix: float = 0.01
+    """Share of the uniform distribution mixed into every latent categorical."""
+    min_std: float = 0.1
+    """Gaussian latent: std = softplus(raw) + min_std."""
+    initial: Literal["learned", "zeros"] = "learned"
+    """Initial state: learned (h0 = tanh(w), z0 = prior mode of h0) or all zeros."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """World-model loss scales (DreamerV3 eq. 5) and free bits."""
+
+    free_bits: float = 1.0
+    """Each KL term is clipped from below at this many nats (per step)."""
+    dyn_scale: float = 0.5
+    """Dynamics loss KL(sg(post) || prior): trains the prior."""
+    rep_scale: float = 0.1
+    """Representation loss KL(post || sg(prior)): regularizes the posterior."""
+    image_scale: float = 1.0
+    """Image reconstruction (sum of squared errors in x / 255 - 0.5 space)."""
+    vector_scale: float = 1.0
+    """Vector reconstruction (sum of squared errors against symlog(vector))."""
+    reward_scale: float = 1.0
+    """Two-hot cross-entropy of the reward head."""
+    cont_scale: float = 1.0
+    """Binary cross-entropy of the continue head (target 1 - is_terminal)."""
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """Behavior learning in imagination (DreamerV3 sec. 3)."""
+
+    horizon: int = 15
+    """Imagined steps from every posterior state of a batch."""
+    gamma: float = 0.997
+    """Discount (1 - 1/333)."""
+    lam: float = 0.95
+    """Lambda of the lambda-returns."""
+    actor_grad: Literal["auto", "reinforce", "dynamics"] = "auto"
+    """Actor gradient; auto: reinforce for discrete, dynamics backprop for continuous actions."""
+    entropy: float = 3e-4
+    """Actor entropy regularizer (on normalized returns)."""
+    actor_unimix: float = 0.01
+    """Uniform mix of the discrete action distribution."""
+    actor_min_std: float = 0.1
+    """Lower bound of the continuous action std."""
+    actor_max_std: float = 1.0
+    """Upper bound of the continuous action std."""
+    imag_cont: Literal["mode", "mean"] = "mode"
+    """Imagined continue flags: the head's mode (0/1) or its probability."""
+    slow_critic_fraction: float = 0.02
+    """EMA step of the slow critic toward the critic, once per update."""
+    slow_critic_reg: float = 1.0
+    """Weight of the critic's cross-entropy toward the slow critic's prediction."""
+    slow_critic_target: bool = False
+    """Compute lambda-returns with the slow critic instead of the online critic."""
+    retnorm_decay: float = 0.99
+    """EMA decay of the return percentiles."""
+    retnorm_limit: float = 1.0
+    """Returns are scaled by max(limit, P95 - P5): never scaled up."""
+    retnorm_low: float = 5.0
+    """Lower return percentile."""
+    retnorm_high: float = 95.0
+    """Upper return percentile."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Three Adam optimizers with global-norm clipping (DreamerV3 appendix)."""
+
+    model_lr: float = 1e-4
+    """World-model learning rate."""
+    model_eps: float = 1e-8
+    """World-model Adam epsilon."""
+    model_clip: float = 1000.0
+    """World-model gradient-norm clip."""
+    actor_lr: float = 3e-5
+    """Actor learning rate."""
+    actor_eps: float = 1e-5
+    """Actor Adam epsilon."""
+    actor_clip: float = 100.0
+    """Actor gradient-norm clip."""
+    critic_lr: float = 3e-5
+    """Critic learning rate."""
+    critic_eps: float = 1e-5
+    """Critic Adam epsilon."""
+    critic_clip: float = 100.0
+    """Critic gradient-norm clip."""
+    warmup: int = 0
+    """Linear learning-rate warmup steps of all three optimizers (0: none)."""
+
+
+@dataclass(frozen=True)
+class DreamerConfig:
+    """The ``dreamer`` section: sizes of the networks plus the nested sections above."""
+
+    units: int = 512
+    """Width of every MLP (vector encoder and decoder, reward, continue, actor, critic)."""
+    layers: int = 2
+    """Hidden layers of every MLP."""
+    cnn_depth: int = 32
+    """Channels of the first conv stage; they double at every stage."""
+    cnn_min_res: int = 4
+    """Resolution at which the conv encoder stops (and the decoder starts)."""
+    bins: int = 255
+    """Two-hot bins of the reward head and the critic."""
+    report_context: int = 5
+    """report(): posterior steps before the open-loop prediction starts."""
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    """The RSSM."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """World-model loss scales."""
+    ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    """Actor-critic learning in imagination."""
+    opt: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizers."""
+
+
+class RootConfig(Protocol):
+    """What the agent reads from the root ``wm_ray.config.Config``."""
+
+    @property
+    def run(self) -> RunConfig: ...
+
+    @property
+    def replay(self) -> ReplayConfig: ...
+
+    @property
+    def dreamer(self) -> DreamerConfig: ...
+
+
+def check_config(config: DreamerConfig) -> None:
+    """Raise ``ValueError`` naming every out-of-range setting of ``config``."""
+    rssm, loss, ac, opt = config.rssm, config.loss, config.ac, config.opt
+    positive = {
+        "units": config.units,
+        "cnn_depth": config.cnn_depth,
+        "cnn_min_res": config.cnn_min_res,
+        "rssm.deter": rssm.deter,
+        "rssm.hidden": rssm.hidden,
+        "rssm.stoch": rssm.stoch,
+        "rssm.classes": rssm.classes,
+        "rssm.min_std": rssm.min_std,
+        "ac.horizon": ac.horizon,
+        "opt.model_lr": opt.model_lr,
+        "opt.actor_lr": opt.actor_lr,
+        "opt.critic_lr": opt.critic_lr,
+    }
+    bad = [f"dreamer.{key}={value} (must be > 0)" for key, value in positive.items() if value <= 0]
+    nonneg = {"layers": config.layers, "loss.free_bits": loss.free_bits, "ac.entropy": ac.entropy}
+    bad += [f"dreamer.{k}={v} (must be >= 0)" for k, v in nonneg.items() if v < 0]
+    unit = {
+        "rssm.unimix": rssm.unimix,
+        "ac.actor_unimix": ac.actor_unimix,
+        "ac.retnorm_decay": ac.retnorm_decay,
+    }
+    bad += [f"dreamer.{k}={v} (must be in [0, 1))" for k, v in unit.items() if not 0 <= v < 1]
+    closed = {
+        "ac.gamma": ac.gamma,
+        "ac.lam": ac.lam,
+        "ac.slow_critic_fraction": ac.slow_critic_fraction,
+    }
+    bad += [f"dreamer.{k}={v} (must be in [0, 1])" for k, v in closed.items() if not 0 <= v <= 1]
+    if config.bins < 2:
+        bad.append(f"dreamer.bins={config.bins} (must be >= 2)")
+    if not 0 < ac.actor_min_std <= ac.actor_max_std:
+        bad.append(f"dreamer.ac.actor_min_std/max_std={ac.actor_min_std}/{ac.actor_max_std}")
+    if bad:
+        raise ValueError("invalid dreamer config: " + "; ".join(bad))

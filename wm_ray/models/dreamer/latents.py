@@ -1,0 +1,83 @@
+"""Latent distributions of the RSSM: the interface both latent types share, and the Gaussian.
+
+The categorical latent is :class:`wm_ray.models.common.CategoricalLatent` (DreamerV3), sampled
+with :func:`sample_onehot`. The Gaussian latent is Dream to Control's (Hafner et al. 2020): a
+diagonal Normal whose std is ``softplus(raw) + min_std`` (built by :meth:`RSSM.dist`), sampled
+with the reparameterization trick. KLs, log-probabilities and entropies are summed over the
+latent dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypeAlias
+
+import torch
+import torch.nn.functional as F
+
+from wm_ray.models.common import CategoricalLatent
+
+
+def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A one-hot sample ``(..., K)`` of ``probs (..., K)`` with straight-through gradients.
+
+    The same distribution and gradients as ``OneHotCategorical.sample`` of
+    ``wm_ray.models.common``, drawn by inverse-CDF (one uniform number per row) instead of
+    ``torch.multinomial``, which draws K exponentials per row: for the 32x32 latents of 1024
+    imagined states that is ~1.5 ms instead of ~26 ms per step on a 2-core CPU.
+    """
+    classes = probs.shape[-1]
+    detached = probs.detach()
+    uniform = torch.rand(
+        (*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=detached.dtype
+    )
+    index = (detached.cumsum(-1) < uniform).sum(-1).clamp(max=classes - 1)
+    hard = F.one_hot(index, classes).to(probs.dtype)
+    return hard + (probs - detached)
+
+
+class GaussianLatent:
+    """Independent Normals over the last axis.
+
+    Args:
+        mean: ``(..., S)``.
+        std: ``(..., S)``, positive.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean = mean.float()
+        self.std = std.float()
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A reparameterized sample ``(..., S)``."""
+        noise = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        """``(..., S)``: the mean."""
+        return self.mean
+
+    def entropy(self) -> torch.Tensor:
+        """``(...)``, summed over dimensions."""
+        return (0.5 + 0.5 * math.log(2 * math.pi) + self.std.log()).sum(-1)
+
+    def kl(self, other: GaussianLatent) -> torch.Tensor:
+        """``(...)``: ``KL(self || other)`` of two diagonal Normals, summed over dimensions."""
+        var_ratio = (self.std / other.std).square()
+        mahal = ((self.mean - other.mean) / other.std).square()
+        return 0.5 * (var_ratio + mahal - 1.0 - var_ratio.log()).sum(-1)
+
+
+Latent: TypeAlias = CategoricalLatent | GaussianLatent
+"""Either latent type; both offer ``sample``, ``mode``, ``entropy``."""
+
+
+def latent_kl(p: Latent, q: Latent) -> torch.Tensor:
+    """``(...)``: ``KL(p || q)`` of two latents of the same type."""
+    if isinstance(p, CategoricalLatent) and isinstance(q, CategoricalLatent):
+        return p.kl(q)
+    if isinstance(p, GaussianLatent) and isinstance(q, GaussianLatent):
+        return p.kl(q)
+    raise TypeError(f"KL needs two latents of one type, got {type(p).__name__}, {type(q).__name__}")

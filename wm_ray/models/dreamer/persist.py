@@ -1,0 +1,109 @@
+"""Saving and loading the agent's state: module weights, optimizers, generator and counters.
+
+Files in a checkpoint directory:
+
+- ``dreamer.safetensors`` (or ``dreamer_weights.pt`` without safetensors): every module tensor,
+  flat names such as ``wm.rssm.gru.linear.weight``, ``slow_critic.net.out.bias``, ``retnorm.low``;
+- ``dreamer_optim.pt``: optimizer states and the sampling generator's state, read back with
+  ``torch.load(weights_only=True)``;
+- ``dreamer.json``: counters.
+
+Loading copies into the existing modules and optimizers, so a round trip is exact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wm_ray.models.common import Optimizer
+
+HAVE_SAFETENSORS = importlib.util.find_spec("safetensors") is not None
+"""safetensors is a dependency of wm_ray; ``torch.save`` is the fallback without it."""
+
+WEIGHTS = "dreamer.safetensors"
+WEIGHTS_TORCH = "dreamer_weights.pt"
+OPTIM = "dreamer_optim.pt"
+COUNTERS = "dreamer.json"
+
+
+def cpu_state_dicts(modules: Mapping[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{name: state_dict}`` with every tensor copied to the CPU (safe to ship or keep)."""
+    return {
+        name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        for name, module in modules.items()
+    }
+
+
+def load_state_dicts(modules: Mapping[str, nn.Module], weights: Mapping[str, Any]) -> None:
+    """Load ``{name: state_dict}`` into ``modules``; a missing or mismatched part is an error."""
+    missing = sorted(set(modules) - set(weights))
+    if missing:
+        raise ValueError(f"weights lack the parts {missing} (got {sorted(weights)})")
+    for name, module in modules.items():
+        _load_module(module, weights[name], name)
+
+
+def _load_module(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:4])
+        raise ValueError(
+            f"{what}: the weights do not fit this agent (different observation/action spaces "
+            f"or model size?): {detail}"
+        ) from None
+
+
+def save(
+    directory: Path,
+    nets: nn.Module,
+    optimizers: Mapping[str, Optimizer],
+    gen: torch.Generator,
+    counters: Mapping[str, int],
+) -> None:
+    """Write the three files of the module docstring into ``directory`` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in nets.state_dict().items()}
+    if HAVE_SAFETENSORS:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(directory / WEIGHTS))
+    else:  # pragma: no cover
+        torch.save(tensors, directory / WEIGHTS_TORCH)
+    state = {name: opt.state_dict() for name, opt in optimizers.items()}
+    torch.save({"optimizers": state, "generator": gen.get_state()}, directory / OPTIM)
+    (directory / COUNTERS).write_text(json.dumps(dict(counters), indent=1))
+
+
+def load(
+    directory: Path,
+    nets: nn.Module,
+    optimizers: Mapping[str, Optimizer],
+    gen: torch.Generator,
+) -> dict[str, int]:
+    """Restore what :func:`save` wrote; returns the counters."""
+    if (directory / WEIGHTS).is_file() and HAVE_SAFETENSORS:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(directory / WEIGHTS))
+    elif (directory / WEIGHTS_TORCH).is_file():
+        tensors = torch.load(directory / WEIGHTS_TORCH, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"no Dreamer weights ({WEIGHTS}) in {str(directory)!r}")
+    for name in (OPTIM, COUNTERS):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"Dreamer checkpoint {str(directory)!r} lacks {name}")
+    _load_module(nets, tensors, f"checkpoint {str(directory)!r}")
+    extra = torch.load(directory / OPTIM, map_location="cpu", weights_only=True)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(extra["optimizers"][name])
+    gen.set_state(extra["generator"].cpu())
+    return dict(json.loads((directory / COUNTERS).read_text()))

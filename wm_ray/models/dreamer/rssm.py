@@ -1,0 +1,223 @@
+"""The recurrent state-space model (RSSM) of DreamerV3 (Hafner et al. 2023, sec. 2 and appendix).
+
+State ``s_t = (h_t, z_t)``: ``h`` is the deterministic state of a LayerNorm GRU, ``z`` a sample
+of ``G x C`` unimix categoricals (or, with ``latent="gaussian"``, the diagonal Gaussian of Dream
+to Control, Hafner et al. 2020, with ``std = softplus(raw) + min_std``). One step::
+
+    h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])          sequence model (run ONCE per step)
+    z_t ~ p(z_t | h_t)                                  prior (dynamics predictor, "img")
+    z_t ~ q(z_t | h_t, e_t)                             posterior (representation, "obs")
+
+``e_t`` is the encoder's embedding of the observation. ``a_{t-1}`` is the previous action
+(one-hot for discrete spaces); where ``is_first`` is set, the state and the previous action are
+reset to the initial state and zeros before the step. Distribution parameters ("stats") are raw
+head outputs ``(..., S * C)`` (logits) or ``(..., 2 * S)`` (Gaussian mean and raw std).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wm_ray.models.common import CategoricalLatent, init_fan_avg_
+from wm_ray.models.dreamer.config import RSSMConfig
+from wm_ray.models.dreamer.latents import GaussianLatent, Latent, sample_onehot
+
+
+class State(NamedTuple):
+    """An RSSM state: ``deter (..., D)`` and the flattened stochastic sample ``stoch (..., Z)``."""
+
+    deter: torch.Tensor
+    stoch: torch.Tensor
+
+
+class NormGRUCell(nn.Module):
+    """DreamerV3's GRU: one Linear on ``[x, h]`` (no bias), LayerNorm, update-gate bias -1.
+
+    Args:
+        in_dim: input features.
+        units: state size ``D``.
+    """
+
+    def __init__(self, in_dim: int, units: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim + units, 3 * units, bias=False)
+        self.norm = nn.LayerNorm(3 * units)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``x (N, in_dim)``, ``h (N, D)`` -> ``(N, D)``."""
+        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * h
+
+
+def _norm_act(width: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(width), nn.SiLU())
+
+
+class RSSM(nn.Module):
+    """Prior, posterior and sequence model; see the module docstring.
+
+    Args:
+        config: sizes and latent type.
+        embed_dim: size ``E`` of the observation embedding.
+        action_dim: size ``A`` of the (one-hot) action.
+    """
+
+    def __init__(self, config: RSSMConfig, embed_dim: int, action_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        cat = config.latent == "categorical"
+        self.stoch_dim = config.stoch * config.classes if cat else config.stoch
+        stats_dim = self.stoch_dim if cat else 2 * config.stoch
+        hid, deter = config.hidden, config.deter
+        # [z, a] -> hidden and [h, e] -> hidden are single Linear layers over a concatenation,
+        # split by input so the action and embedding parts run batched over (B, T).
+        self.img_in_stoch = nn.Linear(self.stoch_dim, hid, bias=False)
+        self.img_in_action = nn.Linear(action_dim, hid, bias=False)
+        self.img_in_norm = _norm_act(hid)
+        self.gru = NormGRUCell(hid, deter)
+        self.img_out = nn.Sequential(nn.Linear(deter, hid, bias=False), _norm_act(hid))
+        self.img_stats = nn.Linear(hid, stats_dim)
+        self.obs_deter = nn.Linear(deter, hid, bias=False)
+        self.obs_embed = nn.Linear(embed_dim, hid, bias=False)
+        self.obs_norm = _norm_act(hid)
+        self.obs_stats = nn.Linear(hid, stats_dim)
+        init_fan_avg_(self)
+        self.init_deter: nn.Parameter | None = None
+        if config.initial == "learned":
+            self.init_deter = nn.Parameter(torch.zeros(deter))
+
+    @property
+    def feat_dim(self) -> int:
+        """Size of :meth:`feat`: ``D + Z``."""
+        return self.config.deter + self.stoch_dim
+
+    def feat(self, state: State) -> torch.Tensor:
+        """``(..., D + Z)``: the model state read by decoders, heads, actor and critic."""
+        return torch.cat([state.deter, state.stoch], -1)
+
+    def dist(self, stats: torch.Tensor) -> Latent:
+        """The latent distribution of ``stats``; ``dist(stats.detach())`` stops its gradient."""
+        if self.config.latent == "categorical":
+            return CategoricalLatent.from_flat(stats, self.config.classes, self.config.unimix)
+        mean, raw = stats.chunk(2, -1)
+        return GaussianLatent(mean, F.softplus(raw) + self.config.min_std)
+
+    def _stoch(
+        self, stats: torch.Tensor, sample: bool, gen: torch.Generator | None
+    ) -> torch.Tensor:
+        dist = self.dist(stats)
+        if isinstance(dist, CategoricalLatent):
+            return (sample_onehot(dist.probs, gen) if sample else dist.mode()).flatten(-2)
+        return dist.sample(gen) if sample else dist.mode()
+
+    def prior_stats(self, deter: torch.Tensor) -> torch.Tensor:
+        """Prior parameters ``(..., stats)`` of ``deter (..., D)`` (batched over any dims)."""
+        return self.img_stats(self.img_out(deter))
+
+    def initial(self, n: int) -> State:
+        """``n`` initial states ``(n, D)``, ``(n, Z)`` (learned, or zeros)."""
+        if self.init_deter is None:
+            ref = self.img_stats.weight
+            return State(ref.new_zeros(n, self.config.deter), ref.new_zeros(n, self.stoch_dim))
+        deter = torch.tanh(self.init_deter)[None]
+        stoch = self._stoch(self.prior_stats(deter), sample=False, gen=None)
+        return State(deter.expand(n, -1), stoch.expand(n, -1))
+
+    def reset(
+        self, state: State, action: torch.Tensor, is_first: torch.Tensor
+    ) -> tuple[State, torch.Tensor]:
+        """Where ``is_first (N,)`` is set: the initial state and a zero previous action."""
+        first = is_first.reshape(-1, 1)
+        init = self.initial(1)
+        state = State(
+            torch.where(first, init.deter, state.deter), torch.where(first, init.stoch, state.stoch)
+        )
+        return state, torch.where(first, torch.zeros_like(action), action)
+
+    def _deter_step(self, state: State, action_h: torch.Tensor) -> torch.Tensor:
+        x = self.img_in_norm(self.img_in_stoch(state.stoch) + action_h)
+        return self.gru(x, state.deter)
+
+    def _post(
+        self, deter: torch.Tensor, embed_h: torch.Tensor, gen: torch.Generator | None
+    ) -> tuple[State, torch.Tensor]:
+        stats = self.obs_stats(self.obs_norm(self.obs_deter(deter) + embed_h))
+        return State(deter, self._stoch(stats, True, gen)), stats
+
+    def img_step(
+        self, state: State, action: torch.Tensor, gen: torch.Generator | None = None
+    ) -> tuple[State, torch.Tensor]:
+        """One prior step ``(N, ...)``: returns the next state (sampled prior) and prior stats."""
+        deter = self._deter_step(state, self.img_in_action(action))
+        stats = self.prior_stats(deter)
+        return State(deter, self._stoch(stats, True, gen)), stats
+
+    def obs_step(
+        self,
+        state: State,
+        action: torch.Tensor,
+        embed: torch.Tensor,
+        is_first: torch.Tensor,
+        gen: torch.Generator | None = None,
+    ) -> tuple[State, torch.Tensor]:
+        """One posterior step ``(N, ...)`` (acting): returns the posterior state and its stats.
+
+        Args:
+            state: the previous state ``(N, D)``, ``(N, Z)``.
+            action: the previous action ``(N, A)``.
+            embed: the observation embedding ``(N, E)``.
+            is_first: ``(N,)`` bool; resets state and action first.
+            gen: random generator of the latent sample.
+        """
+        state, action = self.reset(state, action, is_first)
+        deter = self._deter_step(state, self.img_in_action(action))
+        return self._post(deter, self.obs_embed(embed), gen)
+
+    def observe(
+        self,
+        embed: torch.Tensor,
+        action: torch.Tensor,
+        is_first: torch.Tensor,
+        state: State | None = None,
+        gen: torch.Generator | None = None,
+    ) -> tuple[State, torch.Tensor, torch.Tensor]:
+        """Posterior states of a sequence batch, one GRU step per time step.
+
+        Args:
+            embed: ``(B, T, E)`` embeddings.
+            action: ``(B, T, A)`` previous actions (``action[:, t]`` was taken before step t).
+            is_first: ``(B, T)`` bool; the state and action are reset where set.
+            state: state before the first step ``(B, ...)``; None starts from the initial state.
+            gen: random generator of the latent samples.
+
+        Returns:
+            Posterior states ``(B, T, D)``, ``(B, T, Z)``, posterior stats ``(B, T, K)`` and
+            prior stats ``(B, T, K)`` (the prior head runs once, batched, after the loop).
+        """
+        batch, steps = is_first.shape
+        keep = (~is_first).unsqueeze(-1).to(action.dtype)
+        action_h = self.img_in_action(action * keep)
+        embed_h = self.obs_embed(embed)
+        init = self.initial(batch)
+        state = init if state is None else state
+        deters, stochs, post_stats = [], [], []
+        for t in range(steps):
+            first = is_first[:, t, None]
+            state = State(
+                torch.where(first, init.deter, state.deter),
+                torch.where(first, init.stoch, state.stoch),
+            )
+            deter = self._deter_step(state, action_h[:, t])
+            state, stats = self._post(deter, embed_h[:, t], gen)
+            deters.append(state.deter)
+            stochs.append(state.stoch)
+            post_stats.append(stats)
+        deter_seq = torch.stack(deters, 1)
+        posts = State(deter_seq, torch.stack(stochs, 1))
+        return posts, torch.stack(post_stats, 1), self.prior_stats(deter_seq)
