@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, UnknownNameError, CheckpointError) as err:
+    except (ConfigError, UnknownNameError, CheckpointError, ValueError) as err:
         print(f"wm-ray: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -93,8 +93,10 @@ class ReplayConfig:
     """A sequence may run into the next episode of the same stream (marked by is_first)."""
     samples_per_insert: float = 32.0
     """Train ratio: replayed steps per env step (DreamerV3's definition)."""
-    tolerance: float = 10_000.0
-    """How far (in replayed steps) sampling may run ahead of or behind the ratio."""
+    tolerance: float | None = None
+    """How far (in replayed steps) sampling may run ahead of or behind the ratio. None: one
+    batch plus the samples one chunk insert owes (B*T + samples_per_insert*chunk_len), twice
+    the least that rules out a deadlock."""
     min_size: int = 1_000
     """Stored steps before sampling may start."""
     persist: bool = True

@@ -65,7 +65,13 @@ class Replay:
     ) -> None:
         self.config = config
         self.store = ChunkStore(config.capacity, parse_bytes(config.ram_budget))
-        self.limiter = Limiter(config.samples_per_insert, config.tolerance, config.min_size)
+        tolerance = config.tolerance
+        if tolerance is None:
+            tolerance = (
+                config.batch_size * config.seq_len
+                + max(config.samples_per_insert, 0.0) * config.chunk_len
+            )
+        self.limiter = Limiter(config.samples_per_insert, tolerance, config.min_size)
         self.limiter.check_sizes(config.chunk_len, config.batch_size * config.seq_len)
         self.selector = make_selector(config)
         self.directory = Path(directory) if directory is not None else None
