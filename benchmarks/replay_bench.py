@@ -14,10 +14,6 @@ medians over repeats; the JSON also holds every repeat and the machine descripti
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -29,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_result
 from wm_ray.config import ReplayConfig
 from wm_ray.replay import Replay
 
@@ -104,18 +101,12 @@ def sample_phase(chunks: list[dict[str, np.ndarray]], repeats: int, raw: dict) -
     return step_bytes
 
 
-def machine_tag() -> str:
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", platform.node()).strip("-.")
-    return tag or f"cpu-{os.cpu_count()}core"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="where persisted chunks go")
     args = parser.parse_args()
-    out = args.out or Path("benchmarks/results") / machine_tag() / "replay.json"
     chunks = make_chunks(8)
     raw: dict[str, list[float]] = {k: [] for k in ("mem", "disk", "sample", "take", "take_out")}
 
@@ -129,7 +120,6 @@ def main() -> None:
 
     med = {key: statistics.median(values) for key, values in raw.items()}
     result = {
-        "benchmark": "replay",
         "insert_steps_per_s_memory": med["mem"],
         "insert_steps_per_s_persisted": med["disk"],
         "sample_ms": med["sample"] * 1e3,
@@ -147,17 +137,8 @@ def main() -> None:
             "persist_dir": str(args.dir or tempfile.gettempdir()),
         },
         "repeats_raw": raw,
-        "machine": {
-            "tag": machine_tag(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-        },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result("replay", result, args.out)
     for key, value in result.items():
         if isinstance(value, float):
             print(f"{key:>30}: {value:,.3f}")

@@ -276,3 +276,14 @@ def test_optimizer_state_round_trip_restores_exactly() -> None:
         assert torch.equal(metrics_a["grad_norm"], metrics_b["grad_norm"])
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
+
+
+def test_twohot_log_prob_gathers_the_same_value_as_the_dense_target() -> None:
+    from wm_ray.models.common.transforms import TwoHotDist, twohot_bins, twohot_encode
+
+    bins = twohot_bins()
+    logits = torch.randn(7, 5, 255)
+    target = torch.randn(7, 5) * 30
+    target[0, 0] = 1e9  # beyond the last bin
+    dense = (twohot_encode(target, bins) * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(TwoHotDist(logits, bins).log_prob(target), dense)

@@ -55,6 +55,21 @@ def twohot_encode(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     (linear interpolation in raw space), so ``twohot_encode(x) @ bins == x`` inside the range.
     Values outside the range put all mass on the nearest edge bin. No gradient flows to ``x``.
     """
+    k = bins.shape[0]
+    below, above, w_above = twohot_indices(x, bins)
+    target = F.one_hot(below, k).to(bins.dtype) * (1.0 - w_above).unsqueeze(-1)
+    return target + F.one_hot(above, k).to(bins.dtype) * w_above.unsqueeze(-1)
+
+
+def twohot_indices(
+    x: torch.Tensor, bins: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sparse form of :func:`twohot_encode`: bin below, bin above, weight of the bin above.
+
+    Returns:
+        ``below (...)`` and ``above (...)`` int64 bin indices and ``w_above (...)`` in [0, 1];
+        the bin below carries ``1 - w_above``.
+    """
     x = x.detach().to(bins.dtype).contiguous()
     k = bins.shape[0]
     index = torch.searchsorted(bins, x, right=True)  # first bin strictly above x
@@ -62,9 +77,7 @@ def twohot_encode(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     lo, hi = bins[below], bins[above]
     span = torch.where(above == below, torch.ones_like(hi), hi - lo)
     w_above = torch.where(above == below, torch.zeros_like(x), (x - lo) / span)
-    w_above = w_above.clamp(0.0, 1.0)
-    target = F.one_hot(below, k).to(bins.dtype) * (1.0 - w_above).unsqueeze(-1)
-    return target + F.one_hot(above, k).to(bins.dtype) * w_above.unsqueeze(-1)
+    return below, above, w_above.clamp(0.0, 1.0)
 
 
 def _expectation(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -112,8 +125,15 @@ class TwoHotDist:
         return self.mean()
 
     def log_prob(self, target: torch.Tensor) -> torch.Tensor:
-        """``(...)``: ``sum_k twohot(target)_k * log_softmax(logits)_k`` (negated loss)."""
-        return (twohot_encode(target, self.bins) * torch.log_softmax(self.logits, -1)).sum(-1)
+        """``(...)``: ``sum_k twohot(target)_k * log_softmax(logits)_k`` (negated loss).
+
+        Computed from the two bins' log-probabilities (gather), not a dense ``(..., K)`` target.
+        """
+        logp = torch.log_softmax(self.logits, -1)
+        below, above, w_above = twohot_indices(target, self.bins)
+        lp_below = logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+        lp_above = logp.gather(-1, above.unsqueeze(-1)).squeeze(-1)
+        return (1.0 - w_above) * lp_below + w_above * lp_above
 
 
 class TwoHot(nn.Module):

@@ -1,0 +1,146 @@
+"""Dreamer learner speed: updates/s per size preset, and where an update's time goes.
+
+    python benchmarks/learner_bench.py [--sizes debug xs] [--obs vector image] [--repeats 3]
+
+For each size and observation kind, one update (world model + actor-critic in imagination) on a
+fixed B16 x T64 batch is timed after warm-up; the agent reports its world-model and actor-critic
+seconds. Baseline, measured in the same run: one forward + backward + Adam step of a plain MLP
+with the same parameter count on the same B*T rows, a dense-compute floor for an update of that
+size. ``ratio_to_dense_floor`` = update time / baseline time shows the cost of the recurrence,
+imagination and many small ops. CPU by default; on a GPU also sizes m and l.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import median, write_result
+from wm_ray.config_io import build_config
+from wm_ray.registry import create_model
+
+B, T = 16, 64
+
+
+def spaces(obs: str) -> tuple[gym.spaces.Dict, gym.Space]:
+    if obs == "image":
+        space = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+        return gym.spaces.Dict({"image": space}), gym.spaces.Discrete(6)
+    vector = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    return gym.spaces.Dict({"vector": vector}), gym.spaces.Discrete(2)
+
+
+def fake_batch(obs: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    batch: dict[str, np.ndarray] = {
+        "action": rng.integers(0, 2, (B, T)),
+        "reward": rng.normal(size=(B, T)).astype(np.float32),
+        "is_first": np.zeros((B, T), bool),
+        "is_last": np.zeros((B, T), bool),
+        "is_terminal": rng.random((B, T)) < 0.01,
+    }
+    if obs == "image":
+        batch["image"] = rng.integers(0, 255, (B, T, 64, 64, 3), dtype=np.uint8)
+    else:
+        batch["vector"] = rng.normal(size=(B, T, 4)).astype(np.float32)
+    return batch
+
+
+def dense_floor(params: int, device: str, repeats: int) -> float:
+    """Seconds of fwd+bwd+Adam of a 3-layer MLP with ~``params`` weights on B*T rows."""
+    width = max(int((params / 2) ** 0.5), 8)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(width, width), torch.nn.SiLU(),
+        torch.nn.Linear(width, width), torch.nn.SiLU(),
+        torch.nn.Linear(width, 1),
+    ).to(device)  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    x = torch.randn(B * T, width, device=device)
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        loss = net(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def bench(size: str, obs: str, device: str, repeats: int) -> dict[str, Any]:
+    config = build_config(
+        ["dreamer", f"size_{size}"],
+        [f"run.device={device}", f"replay.batch_size={B}", f"replay.seq_len={T}"],
+    )
+    obs_space, act_space = spaces(obs)
+    agent = create_model("dreamer", obs_space, act_space, config)
+    batch = fake_batch(obs, np.random.default_rng(0))
+    state = agent.init_train(B)
+    for _ in range(2):
+        state, _ = agent.train(batch, state)
+    totals, wm, ac = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = agent.train(batch, state)
+        totals.append(time.perf_counter() - start)
+        wm.append(metrics["time/world_model"])
+        ac.append(metrics["time/actor_critic"])
+    params = sum(agent.param_counts().values())
+    update = median(totals)
+    floor = dense_floor(params, device, repeats)
+    return {
+        "size": size,
+        "obs": obs,
+        "device": device,
+        "params": params,
+        "update_s": update,
+        "updates_per_s": 1.0 / update,
+        "replayed_steps_per_s": B * T / update,
+        "world_model_s": median(wm),
+        "actor_critic_s": median(ac),
+        "world_model_share": median(wm) / (median(wm) + median(ac)),
+        "dense_floor_s": floor,
+        "ratio_to_dense_floor": update / floor,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    gpu = torch.cuda.is_available()
+    parser.add_argument("--sizes", nargs="+", default=["debug", "xs", "s", "m", "l"] if gpu
+                        else ["debug", "xs"])  # fmt: skip
+    parser.add_argument("--obs", nargs="+", default=["vector", "image"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if gpu else "cpu")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    rows = []
+    for size in args.sizes:
+        for obs in args.obs:
+            row = bench(size, obs, args.device, args.repeats)
+            rows.append(row)
+            print(
+                f"{size:5s} {obs:6s} {row['params']:>11,} params  {row['updates_per_s']:7.2f} "
+                f"updates/s  wm {row['world_model_s'] * 1e3:7.1f} ms  ac "
+                f"{row['actor_critic_s'] * 1e3:7.1f} ms  {row['ratio_to_dense_floor']:5.1f}x "
+                "dense floor",
+                flush=True,
+            )
+    setup = {"batch": [B, T], "repeats": args.repeats, "device": args.device}
+    path = write_result("learner", {"setup": setup, "results": rows}, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
