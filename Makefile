@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml | system-deps
 	@rm -f $(VENV)/.installed-*; touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/wm-ray collect $(RUN_ARGS)
+	$(VENV)/bin/wm-ray train $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check wm_ray tests benchmarks

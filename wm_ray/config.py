@@ -1,4 +1,7 @@
-"""Frozen config dataclasses, one per concern. Loading, merging and validation: ``config_io``.
+"""Frozen config dataclasses, one per concern.
+
+The defaults are the main job (``make run``): Dreamer on CartPole-v1 on a CPU, tuned to reach an
+eval return above 400 within 10 minutes on 2 cores. Loading, merging and validation: ``config_io``.
 
 Every field has a default, so ``Config()`` is a complete run. Presets in ``configs/*.yaml`` and
 ``--set section.key=value`` overrides change fields; an unknown key or a wrong type is an error.
@@ -17,13 +20,13 @@ from wm_ray.models.dreamer.config import DreamerConfig
 class RunConfig:
     """What to train, for how long, and where results go."""
 
-    model: str = "random"
+    model: str = "dreamer"
     """Model family (``wm-ray list models``)."""
     name: str = ""
     """Run name; prefixes actor names when runs share a cluster. Empty: from env and time."""
     seed: int = 0
     """Base seed; env i of worker w gets seed + 1000 * w + i, eval workers add 10**6."""
-    steps: int = 10_000
+    steps: int = 30_000
     """Env steps to collect (agent steps, after action repeat)."""
     run_dir: str = ""
     """Output directory. Empty: ``runs/<name>``."""
@@ -81,8 +84,8 @@ class ReplayConfig:
     """Steps per stored chunk (the unit of insertion, persistence and eviction)."""
     batch_size: int = 16
     """Sequences per sampled batch (B)."""
-    seq_len: int = 64
-    """Steps per sampled sequence (T)."""
+    seq_len: int = 32
+    """Steps per sampled sequence (T; DreamerV3: 64)."""
     selector: Literal["uniform", "recency"] = "uniform"
     """uniform over all valid sequences, or mix in the most recent ones."""
     recency_fraction: float = 0.5
@@ -92,12 +95,12 @@ class ReplayConfig:
     cross_episodes: bool = True
     """A sequence may run into the next episode of the same stream (marked by is_first)."""
     samples_per_insert: float = 32.0
-    """Train ratio: replayed steps per env step (DreamerV3's definition)."""
+    """Train ratio: replayed steps per env step (DreamerV3's definition; 512 in the paper)."""
     tolerance: float | None = None
     """How far (in replayed steps) sampling may run ahead of or behind the ratio. None: one
     batch plus the samples one chunk insert owes (B*T + samples_per_insert*chunk_len), twice
     the least that rules out a deadlock."""
-    min_size: int = 1_000
+    min_size: int = 1_024
     """Stored steps before sampling may start."""
     persist: bool = True
     """Write chunks to ``<run_dir>/replay`` (atomic files, reloaded on resume)."""
@@ -119,7 +122,7 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every: int = 10_000
+    every: int = 5_000
     """Env steps between evaluations; 0 disables periodic evaluation."""
     episodes: int = 10
     num_envs: int = 4

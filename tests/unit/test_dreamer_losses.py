@@ -132,16 +132,18 @@ def _start(wm, n: int = 6) -> State:
     return State(posts.deter[:, -1].detach(), posts.stoch[:, -1].detach())
 
 
-def test_imagination_stops_weights_and_returns_after_a_predicted_terminal() -> None:
+@pytest.mark.parametrize("imag_cont", ["mode", "mean"])
+def test_imagination_stops_weights_and_returns_after_a_predicted_terminal(imag_cont: str) -> None:
     wm, actor, critic, slow = _forced_models(cont_logit=-30.0, reward=2.0, value=5.0)
-    cfg = ActorCriticConfig(horizon=5)
+    cfg = ActorCriticConfig(horizon=5, imag_cont=imag_cont)  # type: ignore[arg-type]
     with torch.no_grad():
         traj = imagine(wm, actor, _start(wm), torch.ones(6), cfg)
     assert traj.feat.shape[:2] == (6, 6) and traj.action.shape == (6, 5, 3)
     assert torch.equal(traj.cont[:, 0], torch.ones(6))
-    assert torch.equal(traj.cont[:, 1:], torch.zeros(6, 5))
+    zeros = torch.zeros(6, 5)
+    torch.testing.assert_close(traj.cont[:, 1:], zeros, atol=1e-12, rtol=0)
     assert torch.equal(traj.weight[:, 0], torch.ones(6))
-    assert torch.equal(traj.weight[:, 1:], torch.zeros(6, 5))
+    torch.testing.assert_close(traj.weight[:, 1:], zeros, atol=1e-12, rtol=0)
     torch.testing.assert_close(traj.reward, torch.full((6, 5), 2.0), atol=1e-3, rtol=0)
     out = actor_critic_losses(traj, actor, critic, slow, ReturnNormalizer(), cfg, dynamics=False)
     # no bootstrap past a terminal: every return is just the reward of its transition

@@ -71,15 +71,17 @@ def test_size_presets_follow_the_paper_table_with_32x32_latents(name: str) -> No
     assert (config.rssm.stoch, config.rssm.classes) == (32, 32)
 
 
-def test_size_s_is_the_default_and_debug_matches_the_testing_config() -> None:
-    assert _size("s") == DreamerConfig()
-    assert _size("debug") == DEBUG
+def test_defaults_have_the_debug_size_and_debug_matches_the_testing_config() -> None:
+    assert _size("debug") == DreamerConfig() == DEBUG
 
 
-def test_dreamer_preset_selects_the_model_and_leaves_sizes_to_size_presets() -> None:
+def test_dreamer_preset_selects_the_model_with_the_paper_settings_at_size_s() -> None:
     preset = config_io.load_preset("dreamer")
     assert preset["run"]["model"] == "dreamer"
-    assert "dreamer" not in preset  # so '--configs size_xs dreamer' keeps size_xs
+    assert preset["dreamer"]["ac"]["gamma"] == 0.997  # the paper's settings
+    assert {k: v for k, v in preset["dreamer"].items() if k not in ("ac", "opt")} == (
+        config_io.load_preset("size_s")["dreamer"]
+    )
 
 
 @pytest.mark.skipif(
@@ -89,4 +91,6 @@ def test_dreamer_preset_selects_the_model_and_leaves_sizes_to_size_presets() -> 
 def test_presets_apply_to_the_root_config() -> None:
     config = config_io.build_config(["dreamer", "size_xs"])
     assert config.run.model == "dreamer"
-    assert config.dreamer == _size("xs")
+    xs = _size("xs")
+    assert (config.dreamer.units, config.dreamer.rssm) == (xs.units, xs.rssm)
+    assert config.dreamer.opt.actor_lr == 3e-5 and config.dreamer.ac.actor_grad == "auto"

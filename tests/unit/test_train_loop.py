@@ -21,6 +21,7 @@ def small_config(run_dir: Path, steps: int, *extra: str):  # type: ignore[no-unt
     return build_config(
         ["debug"],
         [
+            "run.model=random",
             "env.id=fake:vector-discrete",
             "env.num_envs=2",
             f"run.steps={steps}",

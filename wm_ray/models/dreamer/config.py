@@ -1,8 +1,12 @@
 """Configuration of the DreamerV3 agent: the ``dreamer`` section of the root config.
 
-Defaults follow DreamerV3 (Hafner et al. 2023, appendix, hyperparameter table) at model size S;
-``configs/size_{debug,xs,s,m,l}.yaml`` switch sizes. The agent reads only ``config.dreamer``,
-``config.run.seed``, ``config.run.device``, ``config.replay.batch_size`` and
+The defaults are tuned for fast single-machine CPU runs on small vector tasks (the default task,
+CartPole-v1, reaches an eval return above 400 in about 5 minutes on 2 cores): the debug-size
+networks, discount 0.99, probability-valued imagined continues, backprop through the dynamics
+for discrete actions too, and larger learning rates. ``configs/dreamer.yaml`` restores DreamerV3's
+own settings (Hafner et al. 2023, hyperparameter table) at size S, and
+``configs/size_{debug,xs,s,m,l}.yaml`` switch network sizes. The agent reads only
+``config.dreamer``, ``config.run.seed``, ``config.run.device``, ``config.replay.batch_size`` and
 ``config.replay.seq_len`` (see :class:`RootConfig`). This module imports neither torch nor
 ``wm_ray.config`` at run time, so the root config can import it cheaply.
 """
@@ -22,13 +26,13 @@ class RSSMConfig:
 
     latent: Literal["categorical", "gaussian"] = "categorical"
     """categorical: DreamerV3's groups x classes one-hots; gaussian: Dream to Control's (v1)."""
-    deter: int = 512
+    deter: int = 64
     """Units of the deterministic GRU state h."""
-    hidden: int = 512
+    hidden: int = 64
     """Width of the layers around the GRU (input layer, prior and posterior heads)."""
-    stoch: int = 32
+    stoch: int = 8
     """Categorical groups, or dimensions of the Gaussian latent."""
-    classes: int = 32
+    classes: int = 8
     """Classes per categorical group (unused by the Gaussian latent)."""
     unimix: float = 0.01
     """Share of the uniform distribution mixed into every latent categorical."""
@@ -64,12 +68,13 @@ class ActorCriticConfig:
 
     horizon: int = 15
     """Imagined steps from every posterior state of a batch."""
-    gamma: float = 0.997
-    """Discount (1 - 1/333)."""
+    gamma: float = 0.99
+    """Discount (DreamerV3: 0.997 = 1 - 1/333)."""
     lam: float = 0.95
     """Lambda of the lambda-returns."""
-    actor_grad: Literal["auto", "reinforce", "dynamics"] = "auto"
-    """Actor gradient; auto: reinforce for discrete, dynamics backprop for continuous actions."""
+    actor_grad: Literal["auto", "reinforce", "dynamics"] = "dynamics"
+    """Actor gradient; auto (DreamerV3): reinforce for discrete, dynamics backprop for continuous
+    actions; dynamics: backprop through the model (straight-through for discrete actions)."""
     entropy: float = 3e-4
     """Actor entropy regularizer (on normalized returns)."""
     actor_unimix: float = 0.01
@@ -78,8 +83,8 @@ class ActorCriticConfig:
     """Lower bound of the continuous action std."""
     actor_max_std: float = 1.0
     """Upper bound of the continuous action std."""
-    imag_cont: Literal["mode", "mean"] = "mode"
-    """Imagined continue flags: the head's mode (0/1) or its probability."""
+    imag_cont: Literal["mode", "mean"] = "mean"
+    """Imagined continue flags: the head's probability (mean) or its mode (0/1, DreamerV3)."""
     slow_critic_fraction: float = 0.02
     """EMA step of the slow critic toward the critic, once per update."""
     slow_critic_reg: float = 1.0
@@ -100,20 +105,20 @@ class ActorCriticConfig:
 class OptimConfig:
     """Three Adam optimizers with global-norm clipping (DreamerV3 appendix)."""
 
-    model_lr: float = 1e-4
-    """World-model learning rate."""
+    model_lr: float = 6e-4
+    """World-model learning rate (DreamerV3: 1e-4)."""
     model_eps: float = 1e-8
     """World-model Adam epsilon."""
     model_clip: float = 1000.0
     """World-model gradient-norm clip."""
-    actor_lr: float = 3e-5
-    """Actor learning rate."""
+    actor_lr: float = 2e-4
+    """Actor learning rate (DreamerV3: 3e-5)."""
     actor_eps: float = 1e-5
     """Actor Adam epsilon."""
     actor_clip: float = 100.0
     """Actor gradient-norm clip."""
-    critic_lr: float = 3e-5
-    """Critic learning rate."""
+    critic_lr: float = 5e-4
+    """Critic learning rate (DreamerV3: 3e-5)."""
     critic_eps: float = 1e-5
     """Critic Adam epsilon."""
     critic_clip: float = 100.0
@@ -126,11 +131,11 @@ class OptimConfig:
 class DreamerConfig:
     """The ``dreamer`` section: sizes of the networks plus the nested sections above."""
 
-    units: int = 512
+    units: int = 64
     """Width of every MLP (vector encoder and decoder, reward, continue, actor, critic)."""
-    layers: int = 2
+    layers: int = 1
     """Hidden layers of every MLP."""
-    cnn_depth: int = 32
+    cnn_depth: int = 8
     """Channels of the first conv stage; they double at every stage."""
     cnn_min_res: int = 4
     """Resolution at which the conv encoder stops (and the decoder starts)."""
