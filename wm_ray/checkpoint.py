@@ -52,8 +52,12 @@ def save_checkpoint(
     state: dict[str, Any],
     config_yaml: str,
     keep: int = 3,
+    tag: str | None = None,
 ) -> Path:
     """Write checkpoint ``step-<step>`` atomically and point ``latest`` at it.
+
+    With ``tag`` (e.g. ``"best"``) the checkpoint goes to ``checkpoints/<tag>`` instead,
+    replacing the previous one of that tag, and ``latest`` and the rotation are left alone.
 
     Args:
         run_dir: the run directory.
@@ -65,8 +69,9 @@ def save_checkpoint(
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:012d}"
-    tmp = root / f".tmp-step-{step:012d}"
+    name = tag or f"step-{step:012d}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_agent(tmp / "agent")
@@ -74,13 +79,30 @@ def save_checkpoint(
     (tmp / "config.yaml").write_text(config_yaml)
     files = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # a directory cannot be replaced in one rename: move the old one aside
+        old = root / f".old-{name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    if tag:
+        return final
     _write_atomic(root / "latest", final.name + "\n")
     for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def find_checkpoint(run_dir: str | Path, which: str = "latest") -> Path | None:
+    """``latest``, a tag such as ``best``, or a checkpoint directory path."""
+    if which == "latest":
+        return latest_checkpoint(run_dir)
+    path = Path(run_dir) / "checkpoints" / which
+    if path.is_dir():
+        return path
+    return Path(which) if (Path(which) / "meta.json").is_file() else None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

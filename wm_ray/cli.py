@@ -96,13 +96,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.quiet:
         config = build_config([], ["logging.progress=false"], base=config)
     summary = train(config, run_dir(config), args.resume, args.allow_config_change)
-    ret = summary["eval_return"]
-    shown = f"eval/return {ret:.1f}" if ret is not None else "no evaluation"
+    ret, best = summary["eval_return"], summary["best_eval_return"]
+    shown = f"eval/return {ret:.1f} (final)" if ret is not None else "no evaluation"
+    if best is not None:
+        shown += f", best {best:.1f} at {summary['best_eval_step']:,} steps"
     print(
         f"done: {summary['env_steps']:,} env steps, {summary['updates']:,} updates in "
         f"{summary['seconds'] / 60:.1f} min; {shown}\n"
         f"  curve:      {summary['curve']}\n"
-        f"  checkpoint: {summary['checkpoint']}\n"
+        f"  checkpoint: {summary['checkpoint']}"
+        + (f" (best: {summary['best_checkpoint']})" if summary["best_checkpoint"] else "")
+        + "\n"
         f"  metrics:    {Path(summary['run_dir']) / 'metrics.jsonl'} (TensorBoard: "
         f"{Path(summary['run_dir']) / 'tb'})"
         + (f"\n  videos:     {summary['videos']}" if summary["videos"] else "")
@@ -113,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from wm_ray.loops.evaluate import evaluate_run
 
-    result = evaluate_run(Path(args.run_dir), args.episodes, args.video)
+    result = evaluate_run(Path(args.run_dir), args.episodes, args.video, args.checkpoint)
     returns = ", ".join(f"{r:.1f}" for r in result["returns"])
     print(
         f"eval/return {result['eval/return']:.2f} over {result['eval/episodes']} episodes "
@@ -173,6 +177,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--episodes", type=int, default=None, help="default: eval.episodes")
     p.add_argument("--video", action="store_true", help="write a video (image tasks)")
+    p.add_argument(
+        "--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory"
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("collect", help="collect experience with the configured policy into replay")

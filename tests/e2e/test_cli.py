@@ -84,7 +84,7 @@ def test_train_then_eval_from_the_checkpoint(tmp_path: Path) -> None:
     result = wm_ray("train", *args, "--steps", "300", "--run-dir", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "checkpoint:" in result.stdout and (run_dir / "curve.png").is_file()
-    result = wm_ray("eval", "--run-dir", str(run_dir), "--episodes", "3")
+    result = wm_ray("eval", "--run-dir", str(run_dir), "--episodes", "3", "--checkpoint", "best")
     assert result.returncode == 0, result.stderr
     assert "over 3 episodes" in result.stdout
     result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--set", "env.num_envs=2")

@@ -116,3 +116,14 @@ def test_image_tasks_end_with_an_eval_video(tmp_path: Path) -> None:
     summary = train(config, tmp_path)
     videos = sorted(Path(summary["videos"]).glob("eval-*.mp4"))
     assert videos and videos[0].stat().st_size > 1000
+
+
+def test_best_evaluation_is_kept_as_its_own_checkpoint(tmp_path: Path) -> None:
+    summary = train(small_config(tmp_path, 1000), tmp_path)
+    evals = [r["eval/return"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    assert summary["best_eval_return"] == max(evals)
+    best = ckpt.find_checkpoint(tmp_path, "best")
+    assert best is not None and best.name == "best"
+    meta = ckpt.verify_checkpoint(best)
+    assert meta["step"] == summary["best_eval_step"]
+    assert ckpt.latest_checkpoint(tmp_path) != best  # latest and the rotation are separate

@@ -49,8 +49,10 @@ def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) 
     return out
 
 
-def evaluate_run(run_dir: Path, episodes: int | None = None, video: bool = False) -> dict[str, Any]:
-    """Load a run's config and latest checkpoint, and evaluate it (``wm-ray eval``)."""
+def evaluate_run(
+    run_dir: Path, episodes: int | None = None, video: bool = False, which: str = "latest"
+) -> dict[str, Any]:
+    """Load a run's config and a checkpoint (``latest``, ``best`` or a path) and evaluate it."""
     from wm_ray import checkpoint as ckpt
     from wm_ray.config_io import load_config
     from wm_ray.loops.setup import make_vector_env
@@ -58,9 +60,9 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, video: bool = False
     from wm_ray.registry import create_model
 
     config = load_config(run_dir)
-    path = ckpt.latest_checkpoint(run_dir)
+    path = ckpt.find_checkpoint(run_dir, which)
     if path is None:
-        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint to evaluate")
+        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to evaluate")
     ckpt.verify_checkpoint(path)
     venv = make_vector_env(
         config.env, seed=config.run.seed + 2 * 10**6, num_envs=config.eval.num_envs

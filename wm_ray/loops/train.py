@@ -47,6 +47,8 @@ class Counters:
     env_restarts: int = 0
     last_eval_return: float | None = None
     last_eval_step: int = -1
+    best_eval_return: float | None = None
+    best_eval_step: int = -1
 
 
 def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Config:
@@ -109,7 +111,7 @@ class Trainer:
         self.counters = Counters(**state["counters"])
         logger.info("resumed from %s at %d env steps", path, self.counters.env_steps)
 
-    def save(self) -> Path:
+    def save(self, tag: str | None = None) -> Path:
         """Write a checkpoint of the whole run (agent, counters, replay state, config)."""
         self.writer.flush()
         state = {
@@ -118,7 +120,12 @@ class Trainer:
             "replay_manifest": self.replay.manifest(),
         }
         return ckpt.save_checkpoint(
-            self.run_dir, self.counters.env_steps, self.agent.save, state, to_yaml(self.config)
+            self.run_dir,
+            self.counters.env_steps,
+            self.agent.save,
+            state,
+            to_yaml(self.config),
+            tag=tag,
         )
 
     def _train_owed(self) -> None:
@@ -133,10 +140,16 @@ class Trainer:
             self.counters.updates += 1
 
     def _evaluate(self, video: bool) -> dict[str, Any]:
+        """Eval episodes; a new best mean return is also saved as ``checkpoints/best``."""
         result = evaluate(self.agent, self.eval_venv, self.config.eval.episodes, video=video)
-        self.counters.evals += 1
-        self.counters.last_eval_return = result["eval/return"]
-        self.counters.last_eval_step = self.counters.env_steps
+        c = self.counters
+        c.evals += 1
+        c.last_eval_return = result["eval/return"]
+        c.last_eval_step = c.env_steps
+        if c.best_eval_return is None or result["eval/return"] > c.best_eval_return:
+            c.best_eval_return, c.best_eval_step = result["eval/return"], c.env_steps
+            self.save(tag="best")
+        result["eval/best_return"] = c.best_eval_return
         if "frames" in result:
             path = self.run_dir / "videos" / f"eval-{self.counters.env_steps:09d}.mp4"
             write_video(result["frames"], path)
@@ -250,6 +263,11 @@ class Trainer:
             "episodes": c.episodes,
             "seconds": seconds,
             "eval_return": result.get("eval/return", c.last_eval_return),
+            "best_eval_return": c.best_eval_return,
+            "best_eval_step": c.best_eval_step,
+            "best_checkpoint": str(self.run_dir / "checkpoints" / "best")
+            if c.best_eval_return is not None
+            else None,
             "eval_returns": result.get("returns"),
             "checkpoint": str(path),
             "curve": str(curve),
