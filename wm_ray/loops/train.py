@@ -250,12 +250,8 @@ class Trainer:
         videos = self.run_dir / "videos"
         if is_image and self.replay.can_sample():
             media = self.agent.report(self.replay.sample(batch_size=1))
-            if "openloop" in media:
-                write_video(
-                    media["openloop"][0] if media["openloop"].ndim == 5 else media["openloop"],
-                    videos / "openloop.mp4",
-                    fps=10,
-                )
+            if "openloop" in media:  # (T, H, 3W, C): real | open-loop prediction | error
+                write_video(media["openloop"], videos / "openloop.mp4", fps=10)
         return {
             "run_dir": str(self.run_dir),
             "env_steps": c.env_steps,
