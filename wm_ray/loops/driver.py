@@ -28,12 +28,13 @@ class Driver:
         agent: Agent,
         sinks: tuple[StepSink, ...] = (),
         mode: Literal["explore", "eval"] = "explore",
+        names: list[str] | None = None,
     ) -> None:
         self.venv = venv
         self.agent = agent
         self.sinks = list(sinks)
         self.mode = mode
-        self.episodes = EpisodeStats(venv.num_envs)
+        self.episodes = EpisodeStats(venv.num_envs, names)  # names: e.g. replay stream ids
         self.env_steps = 0
         self.env_time = 0.0
         self.policy_time = 0.0

@@ -1,0 +1,20 @@
+"""Ray actors: thin wrappers that place the Ray-free objects of ``wm_ray`` inside Ray.
+
+Every module here exposes a plain class (usable and testable without Ray, except for the Ray
+calls it makes to other actors) and a ``remote_*`` helper that returns the configured Ray actor
+class. No math lives here (ARCHITECTURE.md invariant 1).
+"""
+
+from __future__ import annotations
+
+from wm_ray.actors.env_worker import EnvWorker, remote_env_worker, stable_shard
+from wm_ray.actors.replay_shard import ReplayShard, remote_replay_shard, shard_directory
+
+__all__ = [
+    "EnvWorker",
+    "ReplayShard",
+    "remote_env_worker",
+    "remote_replay_shard",
+    "shard_directory",
+    "stable_shard",
+]

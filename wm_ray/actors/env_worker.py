@@ -1,0 +1,172 @@
+"""``EnvWorker``: a vector env, an acting copy of the policy and a driver inside a Ray actor.
+
+The worker steps its vector env with one batched policy call per vector step (never a Ray call
+per env step), cuts the step stream into per-env chunks with a
+:class:`~wm_ray.replay.StreamWriter` and sends each chunk asynchronously to the replay shard that
+owns its stream (``crc32(stream) % num_shards``). At most ``max_in_flight`` adds are
+unacknowledged at once: beyond that the worker waits for the oldest (explicit backpressure).
+Weights are pulled from a weight-source actor once per :meth:`EnvWorker.collect` call, and only
+when its version is newer than the one in use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import zlib
+from collections import deque
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.actor import ActorHandle
+
+from wm_ray.config import Config
+from wm_ray.loops.driver import Driver
+from wm_ray.loops.setup import make_vector_env
+from wm_ray.registry import create_model
+from wm_ray.replay import StreamWriter
+
+ENV_SEED_STRIDE = 1000
+"""Env seeds of worker ``i`` start at ``run.seed + ENV_SEED_STRIDE * i``."""
+
+
+def stable_shard(stream: str, num_shards: int) -> int:
+    """The shard that owns ``stream``: ``crc32(stream) % num_shards`` (stable across processes)."""
+    return zlib.crc32(stream.encode("utf-8")) % num_shards
+
+
+class EnvWorker:
+    """Env worker ``index``: collects experience into the replay shards.
+
+    Args:
+        config: the run config (env, model, replay chunk length, seeds).
+        index: the worker index; seeds its envs and names its streams ``w<index>-<uid>-<env>``.
+        shards: handles of the replay-shard actors (see :mod:`wm_ray.actors.replay_shard`).
+        weights: an actor with ``latest_version() -> int`` and
+            ``get() -> (version, weights or ObjectRef of weights)``, or None to keep the
+            initial weights.
+        max_in_flight: the most unacknowledged ``add_chunk`` calls before the worker waits.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        index: int,
+        shards: list[ActorHandle],
+        weights: ActorHandle | None = None,
+        max_in_flight: int = 8,
+    ) -> None:
+        if not shards:
+            raise ValueError("EnvWorker needs at least one replay shard handle, got none")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        torch.set_num_threads(1)  # several torch processes share the node's cores
+        self.index = int(index)
+        self.shards = list(shards)
+        self.weights = weights
+        self.max_in_flight = int(max_in_flight)
+        acting = dataclasses.replace(
+            config, run=dataclasses.replace(config.run, device="cpu", seed=config.run.seed + index)
+        )
+        self.venv = make_vector_env(config.env, seed=config.run.seed + ENV_SEED_STRIDE * index)
+        self.agent = create_model(
+            config.run.model, self.venv.obs_space, self.venv.act_space, acting
+        )
+        self.writer = StreamWriter(
+            self._send,
+            self.venv.num_envs,
+            config.replay.chunk_len,
+            f"w{index}-{uuid.uuid4().hex[:8]}",
+        )
+        self.driver = Driver(
+            self.venv, self.agent, sinks=(self.writer.add,), names=list(self.writer.streams)
+        )
+        self.weights_version = -1
+        self.weight_pulls = 0
+        self.acked_steps = 0
+        self._in_flight: deque[Any] = deque()
+
+    def _send(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> Any:
+        """Writer sink: add the chunk to its shard asynchronously, waiting past the bound."""
+        shard = self.shards[stable_shard(stream, len(self.shards))]
+        ref: Any = shard.add_chunk.remote(stream, index, chunk)
+        self._in_flight.append(ref)
+        while len(self._in_flight) > self.max_in_flight:
+            self.acked_steps += int(ray.get(self._in_flight.popleft()))
+        return ref
+
+    def _drain(self) -> None:
+        """Wait until every in-flight add is acknowledged."""
+        while self._in_flight:
+            self.acked_steps += int(ray.get(self._in_flight.popleft()))
+
+    def pull_weights(self) -> bool:
+        """Load the weight source's weights if their version is newer; returns whether it did."""
+        if self.weights is None:
+            return False
+        latest: Any = ray.get(self.weights.latest_version.remote())
+        if int(latest) <= self.weights_version:
+            return False
+        version, weights = ray.get(self.weights.get.remote())
+        if isinstance(weights, ray.ObjectRef):
+            weights = ray.get(weights)
+        self.agent.load_acting_weights(weights)
+        self.weights_version = int(version)
+        self.weight_pulls += 1
+        return True
+
+    def collect(self, steps: int) -> dict[str, Any]:
+        """Step until ``steps`` more env steps (whole vector steps) are taken and acknowledged.
+
+        Returns:
+            ``env_steps`` and ``acked_steps`` of this call, ``episodes`` completed in it (each
+            tagged with ``weights_version``), ``restarts`` (env rebuilds so far),
+            ``weights_version`` and ``weight_pulls`` (so far).
+        """
+        self.pull_weights()
+        env_before, acked_before = self.driver.env_steps, self.acked_steps
+        self.driver.run(steps=steps)
+        self.writer.flush()
+        self._drain()
+        episodes = [
+            {**episode, "weights_version": self.weights_version}
+            for episode in self.driver.episodes.pop()
+        ]
+        return {
+            "env_steps": self.driver.env_steps - env_before,
+            "acked_steps": self.acked_steps - acked_before,
+            "episodes": episodes,
+            "restarts": self.venv.restarts,
+            "weights_version": self.weights_version,
+            "weight_pulls": self.weight_pulls,
+        }
+
+    def ping(self) -> int:
+        """Health check: returns the worker index."""
+        return self.index
+
+    def close(self) -> None:
+        """Wait for in-flight adds and close the vector env."""
+        self._drain()
+        self.venv.close()
+
+
+def remote_env_worker(config: Config, index: int, prefix: str = "", **options: Any) -> Any:
+    """The Ray actor class of :class:`EnvWorker` with its options set.
+
+    Usage: ``remote_env_worker(config, i).remote(config, i, shards, weights)``.
+
+    Args:
+        config: the run config (``resources.cpus_per_env_worker``, ``resources.namespace``).
+        index: the worker index (part of the actor name ``f"{prefix}env-worker-{index}"``).
+        prefix: actor-name prefix, e.g. a run id.
+        **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
+    """
+    defaults: dict[str, Any] = {
+        "num_cpus": config.resources.cpus_per_env_worker,
+        "name": f"{prefix}env-worker-{index}",
+        "namespace": config.resources.namespace,
+    }
+    return ray.remote(EnvWorker).options(**{**defaults, **options})

@@ -1,0 +1,103 @@
+"""``ReplayShard``: one :class:`~wm_ray.replay.Replay` inside a Ray actor.
+
+Env workers call :meth:`ReplayShard.add_chunk` asynchronously (a bounded number in flight per
+worker); learners call :meth:`ReplayShard.sample`. With a directory every acknowledged chunk is
+on disk before the call returns, so a shard actor started again on the same directory reloads
+exactly the acknowledged steps (ARCHITECTURE.md invariant 4). A Ray actor runs one call at a
+time by default, which is what the (not thread-safe) ``Replay`` needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from wm_ray.config import Config
+from wm_ray.replay import Replay
+
+
+def shard_directory(run_dir: str | Path, index: int) -> Path:
+    """Where shard ``index`` of a run keeps its chunk files: ``<run_dir>/replay/shard-<index>``."""
+    return Path(run_dir) / "replay" / f"shard-{index}"
+
+
+class ReplayShard:
+    """Replay shard ``index``: storage, sampling and limiter of a share of the streams.
+
+    Args:
+        config: the run config; ``config.replay`` configures the storage and
+            ``config.run.seed + index`` seeds the sampling generator.
+        index: the shard's index in ``[0, resources.replay_shards)``.
+        directory: this shard's own chunk-file directory (see :func:`shard_directory`), or None
+            to keep everything in memory (nothing survives a crash then).
+    """
+
+    def __init__(self, config: Config, index: int, directory: str | Path | None = None) -> None:
+        self.index = int(index)
+        self.replay = Replay(config.replay, directory, seed=config.run.seed + self.index)
+
+    def add_chunk(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> int:
+        """Store chunk ``index`` of ``stream`` (idempotent); returns the steps acknowledged.
+
+        With a directory the chunk is durable before this returns.
+        """
+        return self.replay.add_chunk(stream, index, chunk)
+
+    def sample(self, batch_size: int | None = None, seq_len: int | None = None) -> Any:
+        """A ``{key: (B, T, ...)}`` batch, or None while no valid sequence of ``seq_len`` is stored.
+
+        The limiter is recorded into but not consulted here; callers check :meth:`stats`.
+        """
+        if not self.replay.can_sample(seq_len):
+            return None
+        return self.replay.sample(batch_size, seq_len)
+
+    def can_sample(self, seq_len: int | None = None) -> bool:
+        """Whether a sequence of ``seq_len`` steps (default: the config's) can be sampled."""
+        return self.replay.can_sample(seq_len)
+
+    def stats(self) -> dict[str, float]:
+        """The replay's storage, traffic and limiter figures, plus ``shard``."""
+        return {**self.replay.stats(), "shard": float(self.index)}
+
+    def acknowledged(self) -> int:
+        """Total acknowledged (inserted) steps, including those reloaded from the directory."""
+        return int(self.replay.stats()["inserted_steps"])
+
+    def manifest(self) -> dict[str, Any]:
+        """The replay manifest a checkpoint records (chunk files and counts)."""
+        return self.replay.manifest()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, limiter and generator state (the data itself lives in the chunk files)."""
+        return self.replay.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (right after construction)."""
+        self.replay.load_state_dict(state)
+
+    def ping(self) -> int:
+        """Health check: returns the shard index."""
+        return self.index
+
+
+def remote_replay_shard(config: Config, index: int, prefix: str = "", **options: Any) -> Any:
+    """The Ray actor class of :class:`ReplayShard` with its options set.
+
+    Usage: ``remote_replay_shard(config, i).remote(config, i, directory)``.
+
+    Args:
+        config: the run config (``resources.namespace`` names the Ray namespace).
+        index: the shard index (part of the actor name ``f"{prefix}replay-shard-{index}"``).
+        prefix: actor-name prefix, e.g. a run id, so that runs sharing a cluster do not clash.
+        **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
+    """
+    defaults: dict[str, Any] = {
+        "num_cpus": 0,
+        "name": f"{prefix}replay-shard-{index}",
+        "namespace": config.resources.namespace,
+    }
+    return ray.remote(ReplayShard).options(**{**defaults, **options})
