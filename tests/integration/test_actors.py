@@ -105,8 +105,11 @@ def test_killed_replay_shard_restarts_from_its_chunks_with_the_same_acknowledged
     before = ray.get(shard.acknowledged.remote())
     assert before == result["env_steps"] == 96
     ray.kill(shard, no_restart=True)
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(shard.ping.remote())
+    deadline = time.monotonic() + 30
+    with pytest.raises(ray.exceptions.RayActorError):  # ray.kill is asynchronous: poll
+        while time.monotonic() < deadline:
+            ray.get(shard.ping.remote())
+            time.sleep(0.1)
     deadline = time.monotonic() + 10
     while True:  # the dead actor's name is released asynchronously
         try:
