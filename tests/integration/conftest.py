@@ -6,8 +6,9 @@ Select them with ``pytest -m integration`` (or skip them with ``-m "not integrat
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -35,3 +36,17 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def actors() -> Iterator[Callable[[Any], Any]]:
+    """Track created actors and kill them at the end of the test (named actors must not leak)."""
+    created: list[Any] = []
+
+    def track(handle: Any) -> Any:
+        created.append(handle)
+        return handle
+
+    yield track
+    for handle in created:
+        ray.kill(handle)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,6 @@ def make_config(presets: tuple[str, ...] = (), *extra: str) -> Config:
             *extra,
         ],
     )
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[[Any], Any]]:
-    """Track created actors and kill them at the end of the test (named actors must not leak)."""
-    created: list[Any] = []
-
-    def track(handle: Any) -> Any:
-        created.append(handle)
-        return handle
-
-    yield track
-    for handle in created:
-        ray.kill(handle)
 
 
 def start_shards(config: Config, prefix: str, root: Path, count: int, track: Any) -> list[Any]:

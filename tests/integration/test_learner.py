@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,20 +39,6 @@ def make_config(presets: tuple[str, ...] = (), *extra: str, num_envs: int = 2) -
             *extra,
         ],
     )
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[[Any], Any]]:
-    """Track created actors and kill them at the end of the test (named actors must not leak)."""
-    created: list[Any] = []
-
-    def track(handle: Any) -> Any:
-        created.append(handle)
-        return handle
-
-    yield track
-    for handle in created:
-        ray.kill(handle)
 
 
 def start_pipeline(config: Config, track: Any, store: bool) -> tuple[Any, list[Any], Any, Any]:
