@@ -95,6 +95,28 @@ def save_checkpoint(
     return final
 
 
+def tag_checkpoint(path: str | Path, tag: str) -> Path:
+    """Copy the checkpoint ``path`` to ``checkpoints/<tag>`` atomically (replacing the old one).
+
+    Raises:
+        CheckpointError: when ``path`` is not a complete checkpoint.
+    """
+    source = Path(path)
+    verify_checkpoint(source)
+    root = source.parent
+    final, tmp, old = root / tag, root / f".tmp-{tag}", root / f".old-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
 def find_checkpoint(run_dir: str | Path, which: str = "latest") -> Path | None:
     """``latest``, a tag such as ``best``, or a checkpoint directory path."""
     if which == "latest":

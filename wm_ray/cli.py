@@ -81,7 +81,6 @@ def cmd_show_config(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from wm_ray.config_io import ConfigError, build_config, load_config
     from wm_ray.loops.setup import run_dir
-    from wm_ray.loops.train import train
 
     if args.resume:
         if not args.run_dir:
@@ -95,6 +94,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _build(args)
     if args.quiet:
         config = build_config([], ["logging.progress=false"], base=config)
+    if args.address:
+        config = build_config([], [f"resources.address={args.address}"], base=config)
+    if args.single_process:
+        from wm_ray.loops.train import train
+    else:
+        from wm_ray.actors.runtime import train
     summary = train(config, run_dir(config), args.resume, args.allow_config_change)
     ret, best = summary["eval_return"], summary["best_eval_return"]
     shown = f"eval/return {ret:.1f} (final)" if ret is not None else "no evaluation"
@@ -162,7 +167,7 @@ def make_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_show_config)
 
-    p = sub.add_parser("train", help="train a world-model agent (single process)")
+    p = sub.add_parser("train", help="train a world-model agent on the Ray runtime")
     _config_args(p)
     p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
     p.add_argument("--run-dir", default=None, help="output directory (run.run_dir)")
@@ -171,6 +176,16 @@ def make_parser() -> argparse.ArgumentParser:
         "--allow-config-change", action="store_true", help="accept a changed config on --resume"
     )
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument(
+        "--single-process",
+        action="store_true",
+        help="the reference loop in this process, without Ray (for debugging)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join a running Ray cluster (auto, or host:port); default: an embedded local one",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
@@ -193,12 +208,18 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
+    import signal
 
     from wm_ray.checkpoint import CheckpointError
     from wm_ray.config_io import ConfigError
     from wm_ray.registry import UnknownNameError
 
     logging.basicConfig(level=logging.INFO, format="wm-ray: %(levelname)s: %(message)s")
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as gracefully as Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     args = make_parser().parse_args(argv)
     try:

@@ -108,13 +108,33 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """Actor counts and placement (``configs/resources/*.yaml``)."""
+    """Actor counts and placement of the Ray runtime (``configs/resources/*.yaml``)."""
 
     env_workers: int = 1
+    """K, env-worker actors (each runs ``env.num_envs`` envs)."""
     replay_shards: int = 1
+    """S, replay-shard actors; a stream goes to shard crc32(stream) % S."""
     learners: int = 1
+    """L, learner actors in one torch.distributed group; ``replay.batch_size`` % L == 0."""
+    eval_workers: int = 1
+    """Eval-worker actors (0: no evaluation during the run)."""
     gpus_per_learner: float = 0.0
+    cpus_per_learner: float = 2.0
+    """Also the learner's torch thread count (at least 1)."""
     cpus_per_env_worker: float = 1.0
+    cpus_per_eval_worker: float = 0.0
+    """0: evaluation borrows CPU time (it runs every ``eval.every`` steps for seconds)."""
+    cpus_per_shard: float = 0.0
+    """Replay shards mostly wait on disk and the network; 0 places them anywhere."""
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """Placement-group strategy for the learner and env-worker bundles."""
+    placement_timeout: float = 120.0
+    """Seconds to wait for the placement group before failing with what the cluster lacks."""
+    publish_every: int = 4
+    """Learner updates between weight publishes (U). Workers pull the newest version once per
+    round, so publishing more often than rounds end only costs the learner time."""
+    max_in_flight: int = 8
+    """Unacknowledged chunk adds per env worker before it waits (backpressure)."""
     address: str | None = None
     """Ray address: None starts an embedded local cluster; ``auto`` joins a running one."""
     namespace: str = "wm_ray"

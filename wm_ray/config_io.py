@@ -48,10 +48,16 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """The nested mapping of preset ``name`` (a name in ``configs/`` or a path to a YAML file)."""
+    """The nested mapping of preset ``name``: a name in ``configs/`` (resource presets also by
+    their short name: ``single_gpu`` is ``resources/single_gpu``) or a path to a YAML file."""
     path = Path(name)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
+        found = [
+            d / f"{stem}.yaml"
+            for stem in (name, f"resources/{name}")
+            for d in config_dirs()
+            if (d / f"{stem}.yaml").is_file()
+        ]
         if not found:
             close = difflib.get_close_matches(name, list_presets(), n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""

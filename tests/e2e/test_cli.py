@@ -89,3 +89,21 @@ def test_train_then_eval_from_the_checkpoint(tmp_path: Path) -> None:
     assert "over 3 episodes" in result.stdout
     result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--set", "env.num_envs=2")
     assert result.returncode == 2 and "allow-config-change" in result.stderr
+
+
+def test_single_process_run_resumes_only_single_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["--configs", "debug", "--env", "fake:vector-discrete", "--set", "eval.episodes=1"]
+    result = wm_ray(
+        "train", *args, "--steps", "200", "--run-dir", str(run_dir), "--quiet", "--single-process"
+    )
+    assert result.returncode == 0, result.stderr
+    result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--steps", "300")
+    assert result.returncode == 2, result.stderr
+    assert "resume it with `wm-ray train --single-process --resume`" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = wm_ray(
+        "train", "--run-dir", str(run_dir), "--resume", "--steps", "300", "--single-process"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "done: 300 env steps" in result.stdout

@@ -104,9 +104,12 @@ def test_dreamer_pipeline_publishes_weights_the_worker_uses(actors: Any) -> None
     assert first["weights_version"] == -1
     result = ray.get(learner.train.remote(1000))
     assert result["updates"] == owed_updates(MIN_SIZE + 16) == 2
-    assert result["version"] == 1 == ray.get(store.latest_version.remote())
+    # Publishes are asynchronous (one skipped while the previous is in flight); the reported
+    # version is in the store when train returns.
+    assert 0 <= result["version"] <= 1
+    assert result["version"] == ray.get(store.latest_version.remote())
     assert result["metrics"] and all(math.isfinite(v) for v in result["metrics"].values())
     second = ray.get(worker.collect.remote(64))
-    assert second["weights_version"] == 1 and second["weight_pulls"] == 1
+    assert second["weights_version"] == result["version"] and second["weight_pulls"] == 1
     assert second["episodes"], "the fake env ends episodes within 64 steps"
-    assert {ep["weights_version"] for ep in second["episodes"]} == {1}
+    assert {ep["weights_version"] for ep in second["episodes"]} == {result["version"]}

@@ -6,7 +6,9 @@ per env step), cuts the step stream into per-env chunks with a
 owns its stream (``crc32(stream) % num_shards``). At most ``max_in_flight`` adds are
 unacknowledged at once: beyond that the worker waits for the oldest (explicit backpressure).
 Weights are pulled from a weight-source actor once per :meth:`EnvWorker.collect` call, and only
-when its version is newer than the one in use.
+when its version is newer than the one in use. An add whose shard died is sent again, after the
+coordinator restarted the shard under the same name (adds are idempotent), so a shard crash loses
+none of the worker's steps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import numpy as np
 import ray
 import torch
 from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
 
+from wm_ray.actors.naming import actor_name, resolve
 from wm_ray.config import Config
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
@@ -48,6 +52,7 @@ class EnvWorker:
             ``get() -> (version, weights or ObjectRef of weights)``, or None to keep the
             initial weights.
         max_in_flight: the most unacknowledged ``add_chunk`` calls before the worker waits.
+        prefix: the run's actor-name prefix (to look up restarted shards by name).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class EnvWorker:
         shards: list[ActorHandle],
         weights: ActorHandle | None = None,
         max_in_flight: int = 8,
+        prefix: str = "",
     ) -> None:
         if not shards:
             raise ValueError("EnvWorker needs at least one replay shard handle, got none")
@@ -65,6 +71,8 @@ class EnvWorker:
         torch.set_num_threads(1)  # several torch processes share the node's cores
         self.index = int(index)
         self.shards = list(shards)
+        self.namespace = config.resources.namespace
+        self.shard_names = [actor_name(prefix, "replay-shard", i) for i in range(len(shards))]
         self.weights = weights
         self.max_in_flight = int(max_in_flight)
         acting = dataclasses.replace(
@@ -74,11 +82,9 @@ class EnvWorker:
         self.agent = create_model(
             config.run.model, self.venv.obs_space, self.venv.act_space, acting
         )
+        self.stream_prefix = f"w{index}-{uuid.uuid4().hex[:8]}"
         self.writer = StreamWriter(
-            self._send,
-            self.venv.num_envs,
-            config.replay.chunk_len,
-            f"w{index}-{uuid.uuid4().hex[:8]}",
+            self._send, self.venv.num_envs, config.replay.chunk_len, self.stream_prefix
         )
         self.driver = Driver(
             self.venv, self.agent, sinks=(self.writer.add,), names=list(self.writer.streams)
@@ -86,21 +92,35 @@ class EnvWorker:
         self.weights_version = -1
         self.weight_pulls = 0
         self.acked_steps = 0
-        self._in_flight: deque[Any] = deque()
+        self.shard_restarts = 0
+        self._in_flight: deque[tuple[Any, int, str, int, dict[str, np.ndarray]]] = deque()
 
     def _send(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> Any:
         """Writer sink: add the chunk to its shard asynchronously, waiting past the bound."""
-        shard = self.shards[stable_shard(stream, len(self.shards))]
-        ref: Any = shard.add_chunk.remote(stream, index, chunk)
-        self._in_flight.append(ref)
+        shard = stable_shard(stream, len(self.shards))
+        ref: Any = self.shards[shard].add_chunk.remote(stream, index, chunk)
+        self._in_flight.append((ref, shard, stream, index, chunk))
         while len(self._in_flight) > self.max_in_flight:
-            self.acked_steps += int(ray.get(self._in_flight.popleft()))
+            self._ack_oldest()
         return ref
+
+    def _ack_oldest(self) -> None:
+        """Wait for the oldest in-flight add; resend it (and what followed) if its shard died."""
+        ref, shard, stream, index, chunk = self._in_flight[0]
+        while True:
+            try:
+                self.acked_steps += int(ray.get(ref))
+                break
+            except RayActorError:
+                self.shards[shard] = resolve(self.shard_names[shard], self.namespace)
+                self.shard_restarts += 1
+                ref = self.shards[shard].add_chunk.remote(stream, index, chunk)
+        self._in_flight.popleft()
 
     def _drain(self) -> None:
         """Wait until every in-flight add is acknowledged."""
         while self._in_flight:
-            self.acked_steps += int(ray.get(self._in_flight.popleft()))
+            self._ack_oldest()
 
     def pull_weights(self) -> bool:
         """Load the weight source's weights if their version is newer; returns whether it did."""
@@ -141,7 +161,12 @@ class EnvWorker:
             "restarts": self.venv.restarts,
             "weights_version": self.weights_version,
             "weight_pulls": self.weight_pulls,
+            "stream_prefix": self.stream_prefix,
         }
+
+    def streams(self) -> str:
+        """This worker's stream-name prefix (each actor incarnation has a fresh one)."""
+        return self.stream_prefix
 
     def ping(self) -> int:
         """Health check: returns the worker index."""
@@ -166,7 +191,7 @@ def remote_env_worker(config: Config, index: int, prefix: str = "", **options: A
     """
     defaults: dict[str, Any] = {
         "num_cpus": config.resources.cpus_per_env_worker,
-        "name": f"{prefix}env-worker-{index}",
+        "name": actor_name(prefix, "env-worker", index),
         "namespace": config.resources.namespace,
     }
     return ray.remote(EnvWorker).options(**{**defaults, **options})

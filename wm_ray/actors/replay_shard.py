@@ -15,8 +15,14 @@ from typing import Any
 import numpy as np
 import ray
 
+from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
 from wm_ray.replay import Replay
+
+
+def _worker_of(stream: str) -> str:
+    """The env-worker stream prefix of ``stream`` (``w0-1a2b3c4d-3`` -> ``w0-1a2b3c4d``)."""
+    return stream.rsplit("-", 1)[0]
 
 
 def shard_directory(run_dir: str | Path, index: int) -> Path:
@@ -38,13 +44,26 @@ class ReplayShard:
     def __init__(self, config: Config, index: int, directory: str | Path | None = None) -> None:
         self.index = int(index)
         self.replay = Replay(config.replay, directory, seed=config.run.seed + self.index)
+        self.by_worker: dict[str, int] = {}
+        for stored in self.replay.store.oldest_first():  # reloaded chunks (evicted ones are gone)
+            owner = _worker_of(stored.stream)
+            self.by_worker[owner] = self.by_worker.get(owner, 0) + stored.length
 
     def add_chunk(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> int:
         """Store chunk ``index`` of ``stream`` (idempotent); returns the steps acknowledged.
 
         With a directory the chunk is durable before this returns.
         """
-        return self.replay.add_chunk(stream, index, chunk)
+        before = self.replay.limiter.inserts
+        steps = self.replay.add_chunk(stream, index, chunk)
+        if self.replay.limiter.inserts > before:  # not a duplicate
+            owner = _worker_of(stream)
+            self.by_worker[owner] = self.by_worker.get(owner, 0) + steps
+        return steps
+
+    def acknowledged_from(self, stream_prefix: str) -> int:
+        """Steps acknowledged from the streams of one env-worker incarnation (its prefix)."""
+        return self.by_worker.get(stream_prefix, 0)
 
     def sample(self, batch_size: int | None = None, seq_len: int | None = None) -> Any:
         """A ``{key: (B, T, ...)}`` batch, or None while no valid sequence of ``seq_len`` is stored.
@@ -96,8 +115,8 @@ def remote_replay_shard(config: Config, index: int, prefix: str = "", **options:
         **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
     """
     defaults: dict[str, Any] = {
-        "num_cpus": 0,
-        "name": f"{prefix}replay-shard-{index}",
+        "num_cpus": config.resources.cpus_per_shard,
+        "name": actor_name(prefix, "replay-shard", index),
         "namespace": config.resources.namespace,
     }
     return ray.remote(ReplayShard).options(**{**defaults, **options})

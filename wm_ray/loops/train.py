@@ -32,7 +32,7 @@ from wm_ray.replay import Replay, StreamWriter
 
 logger = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10**6
-RESUMABLE_KEYS = {"run.steps", "run.run_dir", "logging.progress"}
+RESUMABLE_KEYS = {"run.steps", "run.run_dir", "logging.progress", "resources.address"}
 
 
 @dataclass
@@ -106,6 +106,10 @@ class Trainer:
         if path is None:
             raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
         state = ckpt.load_state(path)
+        if "replay" not in state:
+            raise ConfigError(
+                f"{path} was written by the Ray runtime; resume it without --single-process"
+            )
         self.agent.load(path / "agent")
         self.replay.load_state_dict(state["replay"])
         self.counters = Counters(**state["counters"])

@@ -5,8 +5,10 @@ clears its gradients, backpropagates into *its own parameters only* (so the acto
 graph passes through the world model, leaves world-model gradients untouched), optionally
 applies adaptive gradient clipping (AGC, Brock et al. 2021, per tensor as in DreamerV3),
 clips the global gradient norm, skips updates with non-finite gradients, warms up the learning
-rate linearly, and steps Adam. Metrics come back as detached 0-dim tensors so that callers
-convert them once per train step instead of syncing the device per optimizer.
+rate linearly, and steps Adam. Under a ``torch.distributed`` group the gradients are averaged
+over the ranks first (:mod:`wm_ray.models.common.distributed`). Metrics come back as detached
+0-dim tensors so that callers convert them once per train step instead of syncing the device
+per optimizer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from wm_ray.models.common.distributed import average_gradients
 
 
 class Optimizer:
@@ -88,6 +92,7 @@ class Optimizer:
             raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self.params)
+        average_gradients(self.params)  # data parallel: no-op without a process group
         if self.agc > 0:
             self._apply_agc()
         max_norm = self.clip if self.clip > 0 else float("inf")

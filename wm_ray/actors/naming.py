@@ -1,0 +1,43 @@
+"""Actor names and re-resolving a named actor after the coordinator restarted it.
+
+Every actor of a run is named ``f"{prefix}{kind}-{index}"`` in the run's namespace (for example
+``replay-shard-0`` for the embedded default, ``myrun.replay-shard-0`` on a shared cluster). A
+restarted actor gets the same name, so a holder of a stale handle finds the new one by name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+RESOLVE_TIMEOUT_S = 300.0
+"""How long a caller waits for a dead actor's replacement to appear before giving up."""
+
+
+def actor_name(prefix: str, kind: str, index: int | None = None) -> str:
+    """``f"{prefix}{kind}-{index}"`` (or ``f"{prefix}{kind}"`` without an index)."""
+    return f"{prefix}{kind}" if index is None else f"{prefix}{kind}-{index}"
+
+
+def resolve(name: str, namespace: str, timeout_s: float = RESOLVE_TIMEOUT_S) -> Any:
+    """The live actor named ``name``: waits until one exists and answers ``ping``.
+
+    Raises:
+        TimeoutError: when no live actor of that name appears within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            handle = ray.get_actor(name, namespace=namespace)
+            ray.get(handle.ping.remote(), timeout=10.0)
+            return handle
+        except (ValueError, RayActorError, GetTimeoutError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"actor {name!r} in namespace {namespace!r} is dead and no replacement "
+                    f"appeared within {timeout_s:.0f} s"
+                ) from None
+            time.sleep(0.2)
