@@ -64,6 +64,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(PY) benchmarks/replay_bench.py
 	$(PY) benchmarks/learner_bench.py
+	$(PY) benchmarks/runtime_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

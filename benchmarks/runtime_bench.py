@@ -84,6 +84,7 @@ def make_config(model: str, *extra: str) -> Config:
             "replay.capacity=500000",
             "replay.ram_budget=2GiB",
             f"resources.namespace={NAMESPACE}",
+            "resources.cpus_per_learner=1",  # two learners (prefetch on / off) exist at once
             *extra,
         ],
     )
