@@ -45,6 +45,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished directory ``tmp`` to ``final``, replacing what is there.
+
+    A directory cannot be replaced in one rename: the old one is moved aside first, so at
+    every moment either the old or the new directory is complete under a known name.
+    """
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -79,14 +95,7 @@ def save_checkpoint(
     (tmp / "config.yaml").write_text(config_yaml)
     files = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
-    if final.exists():  # a directory cannot be replaced in one rename: move the old one aside
-        old = root / f".old-{name}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    _replace_dir(tmp, final)
     if tag:
         return final
     _write_atomic(root / "latest", final.name + "\n")
@@ -104,16 +113,10 @@ def tag_checkpoint(path: str | Path, tag: str) -> Path:
     source = Path(path)
     verify_checkpoint(source)
     root = source.parent
-    final, tmp, old = root / tag, root / f".tmp-{tag}", root / f".old-{tag}"
+    final, tmp = root / tag, root / f".tmp-{tag}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    _replace_dir(tmp, final)
     return final
 
 

@@ -107,7 +107,10 @@ def test_two_workers_two_shards_one_learner_train_without_losing_a_step(tmp_path
     try:
         stats = ray.get([shard.stats.remote() for shard in coordinator.shards])
         sampled = sum(s["limiter_samples"] for s in stats)
-        assert all(s["inserted_steps"] > 0 for s in stats), "both shards receive streams"
+        # (Which shard a stream lands on is crc32 of a random name: with 4 streams both shards
+        # get data only with probability 7/8, so that is tested with 16 streams in
+        # test_actors.py, not here.)
+        assert sum(s["inserted_steps"] for s in stats) == summary["acked_steps"]
         # The learners trained exactly what the limiter owed, as in the single-process loop.
         assert summary["updates"] == owed_updates(summary["acked_steps"])
         assert sampled == summary["updates"] * BATCH * SEQ

@@ -59,6 +59,7 @@ from wm_ray.actors.weights import remote_weight_store
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.loops.setup import make_vector_env
+from wm_ray.loops.train import run_summary
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
 
@@ -602,25 +603,10 @@ class Coordinator:
             self.run_dir / "curve.png",
             title=f"{self.config.run.model} on {self.config.env.id} (Ray runtime)",
         )
-        videos = self.run_dir / "videos"
         return {
-            "run_dir": str(self.run_dir),
-            "env_steps": c.env_steps,
+            **run_summary(self.run_dir, c, seconds, result, path, curve),
             "acked_steps": int(self._inserted()),
-            "updates": c.updates,
-            "episodes": c.episodes,
-            "seconds": seconds,
             "restarts": dict(c.restarts),
-            "eval_return": result.get("eval/return", c.last_eval_return),
-            "best_eval_return": c.best_eval_return,
-            "best_eval_step": c.best_eval_step,
-            "best_checkpoint": str(self.run_dir / "checkpoints" / "best")
-            if c.best_eval_return is not None
-            else None,
-            "eval_returns": result.get("returns"),
-            "checkpoint": str(path),
-            "curve": str(curve),
-            "videos": str(videos) if videos.is_dir() else None,
         }
 
     def close(self) -> None:

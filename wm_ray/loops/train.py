@@ -256,28 +256,38 @@ class Trainer:
             media = self.agent.report(self.replay.sample(batch_size=1))
             if "openloop" in media:  # (T, H, 3W, C): real | open-loop prediction | error
                 write_video(media["openloop"], videos / "openloop.mp4", fps=10)
-        return {
-            "run_dir": str(self.run_dir),
-            "env_steps": c.env_steps,
-            "updates": c.updates,
-            "episodes": c.episodes,
-            "seconds": seconds,
-            "eval_return": result.get("eval/return", c.last_eval_return),
-            "best_eval_return": c.best_eval_return,
-            "best_eval_step": c.best_eval_step,
-            "best_checkpoint": str(self.run_dir / "checkpoints" / "best")
-            if c.best_eval_return is not None
-            else None,
-            "eval_returns": result.get("returns"),
-            "checkpoint": str(path),
-            "curve": str(curve),
-            "videos": str(videos) if videos.is_dir() else None,
-        }
+        return run_summary(self.run_dir, c, seconds, result, path, curve)
 
     def close(self) -> None:
         self.venv.close()
         self.eval_venv.close()
         self.logger.close()
+
+
+def run_summary(
+    run_dir: Path, c: Any, seconds: float, result: dict[str, Any], checkpoint: Path, curve: Path
+) -> dict[str, Any]:
+    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are.
+
+    ``c`` has the fields of :class:`Counters` (the Ray runtime's counters have them too).
+    """
+    videos = run_dir / "videos"
+    best = c.best_eval_return is not None
+    return {
+        "run_dir": str(run_dir),
+        "env_steps": c.env_steps,
+        "updates": c.updates,
+        "episodes": c.episodes,
+        "seconds": seconds,
+        "eval_return": result.get("eval/return", c.last_eval_return),
+        "best_eval_return": c.best_eval_return,
+        "best_eval_step": c.best_eval_step,
+        "best_checkpoint": str(run_dir / "checkpoints" / "best") if best else None,
+        "eval_returns": result.get("returns"),
+        "checkpoint": str(checkpoint),
+        "curve": str(curve),
+        "videos": str(videos) if videos.is_dir() else None,
+    }
 
 
 def train(
