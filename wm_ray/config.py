@@ -133,6 +133,8 @@ class ResourcesConfig:
     publish_every: int = 4
     """Learner updates between weight publishes (U). Workers pull the newest version once per
     round, so publishing more often than rounds end only costs the learner time."""
+    pull_every: int = 16
+    """Vector steps between an env worker's checks for newer weights (0: once per round)."""
     max_in_flight: int = 8
     """Unacknowledged chunk adds per env worker before it waits (backpressure)."""
     address: str | None = None

@@ -252,7 +252,13 @@ class Coordinator:
         opts = self.placement.options("env-worker", i)
         worker = self._create(
             lambda: remote_env_worker(self.config, i, self.prefix, **opts).remote(
-                self.config, i, self.shards, self.store, res.max_in_flight, self.prefix
+                self.config,
+                i,
+                self.shards,
+                self.store,
+                res.max_in_flight,
+                self.prefix,
+                res.pull_every,
             )
         )
         self.workers[i] = worker

@@ -5,8 +5,9 @@ per env step), cuts the step stream into per-env chunks with a
 :class:`~wm_ray.replay.StreamWriter` and sends each chunk asynchronously to the replay shard that
 owns its stream (``crc32(stream) % num_shards``). At most ``max_in_flight`` adds are
 unacknowledged at once: beyond that the worker waits for the oldest (explicit backpressure).
-Weights are pulled from a weight-source actor once per :meth:`EnvWorker.collect` call, and only
-when its version is newer than the one in use. An add whose shard died is sent again, after the
+Weights are pulled from a weight-source actor every ``pull_every`` vector steps of a
+:meth:`EnvWorker.collect` call (a version check; the weights move only when the version is
+newer than the one in use). An add whose shard died is sent again, after the
 coordinator restarted the shard under the same name (adds are idempotent), so a shard crash loses
 none of the worker's steps.
 """
@@ -53,6 +54,8 @@ class EnvWorker:
             initial weights.
         max_in_flight: the most unacknowledged ``add_chunk`` calls before the worker waits.
         prefix: the run's actor-name prefix (to look up restarted shards by name).
+        pull_every: vector steps between weight-version checks inside one ``collect`` call
+            (0: only at its start). Fresher acting weights, for one small call each.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class EnvWorker:
         weights: ActorHandle | None = None,
         max_in_flight: int = 8,
         prefix: str = "",
+        pull_every: int = 16,
     ) -> None:
         if not shards:
             raise ValueError("EnvWorker needs at least one replay shard handle, got none")
@@ -75,6 +79,9 @@ class EnvWorker:
         self.shard_names = [actor_name(prefix, "replay-shard", i) for i in range(len(shards))]
         self.weights = weights
         self.max_in_flight = int(max_in_flight)
+        if pull_every < 0:
+            raise ValueError(f"pull_every must be >= 0 vector steps, got {pull_every}")
+        self.pull_every = int(pull_every)
         acting = dataclasses.replace(
             config, run=dataclasses.replace(config.run, device="cpu", seed=config.run.seed + index)
         )
@@ -145,15 +152,21 @@ class EnvWorker:
             tagged with ``weights_version``), ``restarts`` (env rebuilds so far),
             ``weights_version`` and ``weight_pulls`` (so far).
         """
-        self.pull_weights()
         env_before, acked_before = self.driver.env_steps, self.acked_steps
-        self.driver.run(steps=steps)
+        segment = self.pull_every * self.venv.num_envs if self.pull_every else steps
+        episodes: list[dict[str, Any]] = []
+        remaining = steps
+        while remaining > 0:
+            self.pull_weights()  # a cheap version check unless newer weights exist
+            start = self.driver.env_steps
+            self.driver.run(steps=min(remaining, segment))
+            remaining -= self.driver.env_steps - start
+            episodes += [
+                {**episode, "weights_version": self.weights_version}
+                for episode in self.driver.episodes.pop()
+            ]
         self.writer.flush()
         self._drain()
-        episodes = [
-            {**episode, "weights_version": self.weights_version}
-            for episode in self.driver.episodes.pop()
-        ]
         return {
             "env_steps": self.driver.env_steps - env_before,
             "acked_steps": self.acked_steps - acked_before,
