@@ -59,7 +59,7 @@ from wm_ray.actors.weights import remote_weight_store
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.loops.setup import make_vector_env
-from wm_ray.loops.train import run_summary
+from wm_ray.loops.train import Counters, run_summary
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
 
@@ -74,20 +74,11 @@ DRAIN_TIMEOUT_S = 60.0
 
 
 @dataclass
-class RunCounters:
-    """Everything a resumed distributed run continues from."""
+class RunCounters(Counters):
+    """The single-process loop's counters plus the runtime's own (a resumed run continues)."""
 
-    env_steps: int = 0
-    updates: int = 0
-    episodes: int = 0
-    evals: int = 0
-    seconds: float = 0.0
     weights_version: int = -1
     restarts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    last_eval_return: float | None = None
-    last_eval_step: int = -1
-    best_eval_return: float | None = None
-    best_eval_step: int = -1
 
 
 def round_steps(config: Config) -> int:

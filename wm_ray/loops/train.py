@@ -265,12 +265,14 @@ class Trainer:
 
 
 def run_summary(
-    run_dir: Path, c: Any, seconds: float, result: dict[str, Any], checkpoint: Path, curve: Path
+    run_dir: Path,
+    c: Counters,
+    seconds: float,
+    result: dict[str, Any],
+    checkpoint: Path,
+    curve: Path,
 ) -> dict[str, Any]:
-    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are.
-
-    ``c`` has the fields of :class:`Counters` (the Ray runtime's counters have them too).
-    """
+    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are."""
     videos = run_dir / "videos"
     best = c.best_eval_return is not None
     return {
