@@ -65,6 +65,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/replay_bench.py
 	$(PY) benchmarks/learner_bench.py
 	$(PY) benchmarks/runtime_bench.py
+	$(PY) benchmarks/iris_bench.py
+	$(PY) -m benchmarks.iris_tokenizer_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``wm-ray`` command line: train, eval, collect, list, show-config."""
+"""The ``wm-ray`` command line: train, eval, play, collect, list, show-config."""
 
 from __future__ import annotations
 
@@ -132,6 +132,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    from wm_ray.loops.play import play_run
+
+    result = play_run(
+        Path(args.run_dir),
+        steps=args.steps,
+        actions=args.actions,
+        keyboard=args.keyboard,
+        which=args.checkpoint,
+        warmup=args.warmup,
+        out=Path(args.out) if args.out else None,
+    )
+    end = result["dream_end"]
+    print(
+        f"dreamed {result['steps']} steps from {result['checkpoint']}: predicted return "
+        f"{result['dream_return']:.1f} (real env with the same actions: "
+        f"{result['real_return']:.1f})"
+        + (f", predicted episode end at step {end}" if end else "")
+        + f"\n  video [real | dream]: {result['video']}"
+    )
+    return 0
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     from wm_ray.loops.collect import collect
     from wm_ray.loops.setup import run_dir
@@ -196,6 +219,29 @@ def make_parser() -> argparse.ArgumentParser:
         "--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory"
     )
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "play", help="step a run's learned world model from a real frame and write a video"
+    )
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--steps", type=int, default=100, help="dreamed steps (default 100)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--actions", default=None, help="scripted action indices, e.g. 2,2,3 (repeated)"
+    )
+    how.add_argument(
+        "--keyboard",
+        action="store_true",
+        help="read one action per line from stdin (digit, w/s/a/d/f, empty repeats, q quits)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=0, help="real env steps (agent policy) before dreaming"
+    )
+    p.add_argument(
+        "--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory"
+    )
+    p.add_argument("--out", default=None, help="video path (default: RUN/videos/play-*.mp4)")
+    p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("collect", help="collect experience with the configured policy into replay")
     _config_args(p)

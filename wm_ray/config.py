@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wm_ray.models.dreamer.config import DreamerConfig
+from wm_ray.models.iris.config import IrisConfig
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,5 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dreamer: DreamerConfig = field(default_factory=DreamerConfig)
     """The Dreamer family (``wm_ray/models/dreamer/config.py``)."""
+    iris: IrisConfig = field(default_factory=IrisConfig)
+    """The IRIS family (``wm_ray/models/iris/config.py``)."""

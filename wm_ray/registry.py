@@ -47,6 +47,13 @@ MODELS: dict[str, ModelSpec] = {
             ("dreamerv3", "rssm"),
         ),
         ModelSpec(
+            "iris",
+            "wm_ray.models.iris.agent:IrisAgent",
+            "wm_ray.models.iris.config:IrisConfig",
+            "IRIS: VQ tokenizer, causal transformer world model (KV-cached imagination), "
+            "CNN+LSTM actor-critic; image observations, discrete actions.",
+        ),
+        ModelSpec(
             "random",
             "wm_ray.models.random_agent:RandomAgent",
             None,

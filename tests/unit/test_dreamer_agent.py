@@ -189,7 +189,7 @@ def test_bad_spaces_devices_batches_and_checkpoints_fail_with_clear_errors(tmp_p
         agent.train({**batch, "action": batch["action"] + 5}, None)
     with pytest.raises(ValueError, match="'vector' has shape"):
         agent.policy(agent.init_policy(2), {**obs_step(batch, 0), "vector": np.zeros((2, 7))})
-    with pytest.raises(FileNotFoundError, match="no Dreamer weights"):
+    with pytest.raises(FileNotFoundError, match="no dreamer weights"):
         agent.load(tmp_path)
     _agent(vector_space(4), CONTINUOUS).save(tmp_path / "other")
     with pytest.raises(ValueError, match="do not fit"):

@@ -35,6 +35,7 @@ class Optimizer:
             ``agc * max(||param||, pmin)`` before global clipping (0 disables).
         pmin: the smallest parameter norm AGC uses.
         weight_decay: decoupled weight decay (AdamW); 0 gives plain Adam.
+        no_decay: parameters (of ``params``) exempt from weight decay, e.g. norms and biases.
         betas: Adam moment decays.
         warmup: steps of linear learning-rate warmup (0 disables).
         skip_nonfinite: skip the update (and count it) when the gradient norm is NaN or inf;
@@ -54,6 +55,7 @@ class Optimizer:
         betas: tuple[float, float] = (0.9, 0.999),
         warmup: int = 0,
         skip_nonfinite: bool = True,
+        no_decay: Iterable[nn.Parameter] = (),
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
@@ -65,9 +67,13 @@ class Optimizer:
             )
         self.lr, self.clip, self.agc, self.pmin = lr, clip, agc, pmin
         self.warmup, self.skip_nonfinite = warmup, skip_nonfinite
-        self.opt = torch.optim.AdamW(
-            self.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay
-        )
+        exempt = {id(p) for p in no_decay}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.params if id(p) not in exempt]},
+            {"params": [p for p in self.params if id(p) in exempt], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        self.opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.steps = 0
         self.skipped = 0
 

@@ -19,30 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from wm_ray.models.common import Optimizer, ReturnNormalizer, postprocess_image
+from wm_ray.models.common import Optimizer, ReturnNormalizer, persist, postprocess_image
 from wm_ray.models.common import preprocess_image as to_model_space
-from wm_ray.models.dreamer import persist
+from wm_ray.models.common.device import resolve_device
 from wm_ray.models.dreamer.config import RootConfig, check_config
 from wm_ray.models.dreamer.data import ActionSpec, batch_tensors, obs_tensors
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 from wm_ray.models.dreamer.networks import State, build_networks, obs_shapes, param_counts
 
 Carry = tuple[State, torch.Tensor]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` if available else ``cpu``; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(
-            f"run.device {name!r} is not a torch device (auto, cpu, cuda, cuda:N)"
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device is {name!r} but CUDA is not available; use auto or cpu")
-    return device
 
 
 class DreamerAgent:
@@ -264,10 +249,12 @@ class DreamerAgent:
     def save(self, directory: Path) -> None:
         """Write weights, optimizer states, normalizer, slow critic, generator and counters."""
         optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-        persist.save(Path(directory), self.nets, optimizers, self.gen, {"updates": self.updates})
+        persist.save(
+            Path(directory), self.nets, optimizers, self.gen, {"updates": self.updates}, "dreamer"
+        )
 
     def load(self, directory: Path) -> None:
         """Restore everything :meth:`save` wrote, exactly."""
         optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-        counters = persist.load(Path(directory), self.nets, optimizers, self.gen)
+        counters = persist.load(Path(directory), self.nets, optimizers, self.gen, "dreamer")
         self.updates = int(counters["updates"])

@@ -1,12 +1,12 @@
-"""Saving and loading the agent's state: module weights, optimizers, generator and counters.
+"""Saving and loading an agent's state: module weights, optimizers, generator and counters.
 
-Files in a checkpoint directory:
+Files in a checkpoint directory, named after the model family (``dreamer``, ``iris``):
 
-- ``dreamer.safetensors`` (or ``dreamer_weights.pt`` without safetensors): every module tensor,
-  flat names such as ``wm.rssm.gru.linear.weight``, ``slow_critic.net.out.bias``, ``retnorm.low``;
-- ``dreamer_optim.pt``: optimizer states and the sampling generator's state, read back with
+- ``<family>.safetensors`` (or ``<family>_weights.pt`` without safetensors): every module
+  tensor, flat names such as ``wm.rssm.gru.linear.weight``;
+- ``<family>_optim.pt``: optimizer states and the sampling generator's state, read back with
   ``torch.load(weights_only=True)``;
-- ``dreamer.json``: counters.
+- ``<family>.json``: counters.
 
 Loading copies into the existing modules and optimizers, so a round trip is exact.
 """
@@ -27,10 +27,10 @@ from wm_ray.models.common import Optimizer
 HAVE_SAFETENSORS = importlib.util.find_spec("safetensors") is not None
 """safetensors is a dependency of wm_ray; ``torch.save`` is the fallback without it."""
 
-WEIGHTS = "dreamer.safetensors"
-WEIGHTS_TORCH = "dreamer_weights.pt"
-OPTIM = "dreamer_optim.pt"
-COUNTERS = "dreamer.json"
+
+def _files(family: str) -> tuple[str, str, str, str]:
+    """(weights, weights without safetensors, optimizer state, counters) file names."""
+    return f"{family}.safetensors", f"{family}_weights.pt", f"{family}_optim.pt", f"{family}.json"
 
 
 def cpu_state_dicts(modules: Mapping[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
@@ -68,8 +68,10 @@ def save(
     optimizers: Mapping[str, Optimizer],
     gen: torch.Generator,
     counters: Mapping[str, int],
+    family: str,
 ) -> None:
     """Write the three files of the module docstring into ``directory`` (created if needed)."""
+    WEIGHTS, WEIGHTS_TORCH, OPTIM, COUNTERS = _files(family)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in nets.state_dict().items()}
     if HAVE_SAFETENSORS:
@@ -88,8 +90,10 @@ def load(
     nets: nn.Module,
     optimizers: Mapping[str, Optimizer],
     gen: torch.Generator,
+    family: str,
 ) -> dict[str, int]:
     """Restore what :func:`save` wrote; returns the counters."""
+    WEIGHTS, WEIGHTS_TORCH, OPTIM, COUNTERS = _files(family)
     if (directory / WEIGHTS).is_file() and HAVE_SAFETENSORS:
         from safetensors.torch import load_file
 
@@ -97,10 +101,10 @@ def load(
     elif (directory / WEIGHTS_TORCH).is_file():
         tensors = torch.load(directory / WEIGHTS_TORCH, map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"no Dreamer weights ({WEIGHTS}) in {str(directory)!r}")
+        raise FileNotFoundError(f"no {family} weights ({WEIGHTS}) in {str(directory)!r}")
     for name in (OPTIM, COUNTERS):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"Dreamer checkpoint {str(directory)!r} lacks {name}")
+            raise FileNotFoundError(f"{family} checkpoint {str(directory)!r} lacks {name}")
     _load_module(nets, tensors, f"checkpoint {str(directory)!r}")
     extra = torch.load(directory / OPTIM, map_location="cpu", weights_only=True)
     for name, opt in optimizers.items():
