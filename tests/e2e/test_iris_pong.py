@@ -2,7 +2,8 @@
 
 1. The world model learns dynamics: after a bounded number of updates, its next-token loss on
    held-out Pong sequences (another env seed) falls below the unigram entropy of those tokens,
-   i.e. it predicts better than any model that ignores the context could.
+   and below their mean per-slot entropy too (the best a model could do that knows where in the
+   frame a token sits but ignores the past frames and actions), so it predicts from context.
 2. The CLI smoke run: collect -> tokenizer -> world model -> actor-critic (staged) ->
    checkpoint -> resume, with every logged loss finite, then ``wm-ray play`` dreams a video.
 """
@@ -53,9 +54,11 @@ def windows(data: dict[str, torch.Tensor], starts: np.ndarray, length: int) -> d
     return {k: v[idx] for k, v in data.items()}
 
 
-def test_world_model_beats_the_unigram_entropy_on_held_out_pong() -> None:
+def test_world_model_beats_unigram_and_per_slot_entropy_on_held_out_pong() -> None:
     torch.manual_seed(0)
-    config = build_config(["iris", "iris_debug"], ["run.device=cpu"])
+    # The EMA codebook: after a few dozen updates the gradient codebook still gives each grid
+    # cell one code (tokens that encode position only), the EMA one already encodes content.
+    config = build_config(["iris", "iris_debug"], ["run.device=cpu", "iris.tokenizer.codebook=ema"])
     train_raw, test_raw = collect_pong(seed=1, steps=700), collect_pong(seed=2, steps=200)
     tokenizer = Tokenizer(config.iris.tokenizer, image_size=64, channels=3)
     frames = Tokenizer.preprocess(torch.as_tensor(train_raw["image"]))
@@ -77,10 +80,15 @@ def test_world_model_beats_the_unigram_entropy_on_held_out_pong() -> None:
         }
 
     train, test = tokens_of(train_raw), tokens_of(test_raw)
-    counts = torch.bincount(test["tokens"].flatten(), minlength=tokenizer.vocab).double()
-    probs = counts[counts > 0] / counts.sum()
-    unigram = float(-(probs * probs.log()).sum())
-    assert unigram > 0.3, f"held-out tokens are nearly constant (entropy {unigram:.3f} nats)"
+
+    def entropy(tokens: torch.Tensor) -> float:
+        counts = torch.bincount(tokens.flatten(), minlength=tokenizer.vocab).double()
+        probs = counts[counts > 0] / counts.sum()
+        return float(-(probs * probs.log()).sum())
+
+    unigram = entropy(test["tokens"])
+    per_slot = float(np.mean([entropy(test["tokens"][:, k]) for k in range(tokenizer.tokens)]))
+    assert per_slot > 0.2, f"held-out tokens hardly vary per slot ({per_slot:.3f} nats)"
 
     length = 8
     wm = WorldModel(config.iris.world_model, tokenizer.vocab, tokenizer.tokens, 6)
@@ -104,11 +112,11 @@ def test_world_model_beats_the_unigram_entropy_on_held_out_pong() -> None:
         wm_opt.step(loss)
         if update % 50 == 49:
             losses.append(held_out_loss())
-            if losses[-1] < unigram:
+            if losses[-1] < per_slot:
                 break
-    assert losses[-1] < unigram, (
+    assert losses[-1] < per_slot < unigram, (
         f"held-out next-token loss {losses} (from {start_loss:.3f}) never fell below the "
-        f"unigram entropy {unigram:.3f} nats"
+        f"per-slot entropy {per_slot:.3f} nats (unigram entropy {unigram:.3f})"
     )
 
 
