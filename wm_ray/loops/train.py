@@ -254,7 +254,7 @@ class Trainer:
         videos = self.run_dir / "videos"
         if is_image and self.replay.can_sample():
             media = self.agent.report(self.replay.sample(batch_size=1))
-            if "openloop" in media:  # (T, H, 3W, C): real | open-loop prediction | error
+            if "openloop" in media:  # (T, H, 3W, C) strips; panels: see the family README
                 write_video(media["openloop"], videos / "openloop.mp4", fps=10)
         return run_summary(self.run_dir, c, seconds, result, path, curve)
 
