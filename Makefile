@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= atari,dmc,mujoco,dev
 comma := ,
-APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+APT_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 docker-compose
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)-$(subst $(comma),_,$(EXTRAS))
 
 # MuJoCo / dm_control render offscreen through EGL (Mesa's software renderer without a GPU).
@@ -20,7 +20,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 RUN_ARGS ?=
 
-.PHONY: all setup system-deps run test lint format typecheck bench clean
+.PHONY: all setup system-deps run test lint format typecheck bench clean \
+	compose-config compose-up compose-down compose-submit
 
 all: test
 
@@ -67,6 +68,35 @@ bench: $(STAMP)
 	$(PY) benchmarks/runtime_bench.py
 	$(PY) benchmarks/iris_bench.py
 	$(PY) -m benchmarks.iris_tokenizer_bench
+
+# docker-compose cluster (docker/compose.yaml): compose v2 plugin if present, else Debian's v1.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_FILE := docker/compose.yaml -p wm-ray
+TOKEN := docker/secrets/ray_token
+WORKERS ?= 2
+RUN ?= job-$(shell date +%Y%m%d-%H%M%S)
+ARGS ?= --configs debug --steps 2000
+
+# The Ray token: 32 random bytes, created once, readable by the containers' user (the folder
+# keeps it from other users of the host); never part of the image (.dockerignore).
+$(TOKEN):
+	@mkdir -p $(dir $@) && chmod 700 $(dir $@)
+	@python3 -c "import secrets; print(secrets.token_hex(32))" > $@ && chmod 644 $@
+	@echo "wrote a new Ray auth token to $@"
+
+compose-config: $(TOKEN)
+	$(COMPOSE) -f $(COMPOSE_FILE) config -q
+
+compose-up: $(TOKEN)
+	$(COMPOSE) -f $(COMPOSE_FILE) up -d --build --scale ray-worker=$(WORKERS)
+
+compose-down:
+	$(COMPOSE) -f $(COMPOSE_FILE) down
+
+compose-submit: $(STAMP) $(TOKEN)
+	RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$(TOKEN) $(VENV)/bin/ray job submit \
+	  --address http://127.0.0.1:$${WM_RAY_DASHBOARD_PORT:-8265} -- \
+	  wm-ray train --address auto --run-dir /runs/$(RUN) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
