@@ -18,3 +18,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"run.device is {name!r} but CUDA is not available; use auto or cpu")
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. For honest timings."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -21,7 +21,7 @@ from torch import nn
 
 from wm_ray.models.common import Optimizer, ReturnNormalizer, persist, postprocess_image
 from wm_ray.models.common import preprocess_image as to_model_space
-from wm_ray.models.common.device import resolve_device
+from wm_ray.models.common.device import resolve_device, synchronize
 from wm_ray.models.dreamer.config import RootConfig, check_config
 from wm_ray.models.dreamer.data import ActionSpec, batch_tensors, obs_tensors
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
@@ -138,10 +138,6 @@ class DreamerAgent:
         """No training carry: every replayed sequence starts from the initial state."""
         return None
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]:
         """One world-model update, then one actor and one critic update in imagination.
 
@@ -154,7 +150,7 @@ class DreamerAgent:
         start_time = time.perf_counter()
         wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, self.gen)
         model_stats = self.model_opt.step(wm_loss)
-        self._sync()
+        synchronize(self.device)
         mid_time = time.perf_counter()
         start = State(posts.deter.detach().flatten(0, 1), posts.stoch.detach().flatten(0, 1))
         start_cont = (~data.is_terminal).flatten().float()
@@ -172,7 +168,7 @@ class DreamerAgent:
         actor_stats = self.actor_opt.step(actor_loss)
         critic_stats = self.critic_opt.step(critic_loss)
         self._update_slow_critic()
-        self._sync()
+        synchronize(self.device)
         end_time = time.perf_counter()
         self.updates += 1
         tensors = {

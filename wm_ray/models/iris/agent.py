@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm_ray.models.common import Optimizer, persist
-from wm_ray.models.common.device import resolve_device
+from wm_ray.models.common.device import resolve_device, synchronize
 from wm_ray.models.iris.actor_critic import ActorCritic, LSTMState
 from wm_ray.models.iris.config import RootConfig, check_config
 from wm_ray.models.iris.imagination import Dream, actor_critic_loss, imagine, sample_logits
@@ -195,10 +195,6 @@ class IrisAgent:
         """No training carry: every replayed sequence is self-contained."""
         return None
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]:
         """One update of every part whose start has come (see the module docstring)."""
         start, cfg = self.cfg.start, self.cfg
@@ -230,7 +226,7 @@ class IrisAgent:
             stats = self.tok_opt.step(loss)
             tensors.update(metrics, **{"tokenizer/loss": loss.detach()})
             tensors["grad_norm/tokenizer"] = stats["grad_norm"]
-            self._sync()
+            synchronize(self.device)
             times["time/tokenizer"] = time.perf_counter() - tick
         train_wm = self.updates >= start.world_model
         train_ac = self.updates >= start.actor_critic
@@ -246,13 +242,13 @@ class IrisAgent:
             stats = self.wm_opt.step(loss)
             tensors.update(metrics, **{"wm/loss": loss.detach()})
             tensors["grad_norm/wm"] = stats["grad_norm"]
-            self._sync()
+            synchronize(self.device)
             times["time/world_model"] = time.perf_counter() - tick
         if train_ac:
             tick = time.perf_counter()
             loss, metrics = self._train_actor_critic(tokens, flag["is_first"], flag["is_terminal"])
             tensors.update(metrics)
-            self._sync()
+            synchronize(self.device)
             times["time/actor_critic"] = time.perf_counter() - tick
         self.updates += 1
         out: dict[str, float] = {}
