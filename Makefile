@@ -21,7 +21,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 RUN_ARGS ?=
 
 .PHONY: all setup system-deps run test lint format typecheck bench clean \
-	compose-config compose-up compose-down compose-submit
+	compose-config compose-up compose-down compose-submit e2e-docker
 
 all: test
 
@@ -97,6 +97,12 @@ compose-submit: $(STAMP) $(TOKEN)
 	RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$(TOKEN) $(VENV)/bin/ray job submit \
 	  --address http://127.0.0.1:$${WM_RAY_DASHBOARD_PORT:-8265} -- \
 	  wm-ray train --address auto --run-dir /runs/$(RUN) $(ARGS)
+
+# End to end (needs a Docker daemon, or root to start one): build the image, bring up the compose
+# cluster with 2 workers, submit a short training job with the token, check the run dir, tear
+# down. Builds its own base image with debootstrap when no registry is reachable (docker/e2e.sh).
+e2e-docker: $(STAMP)
+	bash docker/e2e.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

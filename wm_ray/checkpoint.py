@@ -6,6 +6,8 @@ state, replay manifest) and ``meta.json`` (format version and a SHA-256 of every
 is written under a temporary name and renamed into place, and ``latest`` (a one-line file) is
 replaced atomically afterwards, so a crash at any point leaves the previous checkpoint intact.
 Loading verifies every checksum: a truncated or altered file is refused with a message naming it.
+For a run directory on a filesystem URI these local checkpoints are uploaded by
+:mod:`wm_ray.storage` (``meta.json`` last, then ``latest``) and restored from it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+KEEP = 3
+"""How many ``step-*`` checkpoints a run keeps (older ones are deleted, remote copies too)."""
 
 
 class CheckpointError(RuntimeError):
@@ -45,7 +49,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished directory ``tmp`` to ``final``, replacing what is there.
 
     A directory cannot be replaced in one rename: the old one is moved aside first, so at
@@ -64,10 +68,10 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    save_agent: Callable[[Path], None],
+    save_agent: Callable[[Path], object],
     state: dict[str, Any],
     config_yaml: str,
-    keep: int = 3,
+    keep: int = KEEP,
     tag: str | None = None,
 ) -> Path:
     """Write checkpoint ``step-<step>`` atomically and point ``latest`` at it.
@@ -95,13 +99,45 @@ def save_checkpoint(
     (tmp / "config.yaml").write_text(config_yaml)
     files = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": step, "files": files}))
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
     if tag:
         return final
     _write_atomic(root / "latest", final.name + "\n")
     for old in sorted(root.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def read_files(directory: str | Path) -> dict[str, bytes]:
+    """Every file under ``directory`` as ``{relative posix path: bytes}`` (e.g. an agent's files).
+
+    This is how the Ray runtime moves an agent between a learner's node and the coordinator's
+    run directory without a shared filesystem (see :func:`write_files`).
+    """
+    root = Path(directory)
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write_files(directory: str | Path, files: dict[str, bytes]) -> Path:
+    """Write :func:`read_files` output under ``directory``; returns it.
+
+    Raises:
+        CheckpointError: for a name that is absolute or leaves ``directory`` (``..``).
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise CheckpointError(f"refusing to write {name!r}: not a path inside {root}")
+        path = root.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
 
 
 def tag_checkpoint(path: str | Path, tag: str) -> Path:
@@ -116,7 +152,7 @@ def tag_checkpoint(path: str | Path, tag: str) -> Path:
     final, tmp = root / tag, root / f".tmp-{tag}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
     return final
 
 

@@ -78,15 +78,23 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(summary: dict[str, object], name: str) -> str:
+    """``name`` in the run's local directory, plus where it is synced to for a URI run."""
+    remote, local = str(summary["run_dir"]), str(summary.get("local_dir", summary["run_dir"]))
+    path = Path(local) / name
+    return str(path) if remote == local else f"{path} -> {remote}/{name}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from wm_ray.config_io import ConfigError, build_config, load_config
-    from wm_ray.loops.setup import run_dir
+    from wm_ray.config_io import ConfigError, build_config
+    from wm_ray.loops.setup import run_location
+    from wm_ray.storage import load_run_config
 
     if args.resume:
         if not args.run_dir:
             raise ConfigError("--resume needs --run-dir DIR of the run to continue")
-        base = load_config(args.run_dir)
-        overrides = list(args.overrides)
+        base = load_run_config(args.run_dir)
+        overrides = [*args.overrides, f"run.run_dir={args.run_dir}"]
         if args.steps is not None:
             overrides.append(f"run.steps={args.steps}")
         config = build_config(args.configs, overrides, base=base, env_id=args.env)
@@ -100,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from wm_ray.loops.train import train
     else:
         from wm_ray.actors.runtime import train
-    summary = train(config, run_dir(config), args.resume, args.allow_config_change)
+    summary = train(config, run_location(config), args.resume, args.allow_config_change)
     ret, best = summary["eval_return"], summary["best_eval_return"]
     shown = f"eval/return {ret:.1f} (final)" if ret is not None else "no evaluation"
     if best is not None:
@@ -112,9 +120,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"  checkpoint: {summary['checkpoint']}"
         + (f" (best: {summary['best_checkpoint']})" if summary["best_checkpoint"] else "")
         + "\n"
-        f"  metrics:    {Path(summary['run_dir']) / 'metrics.jsonl'} (TensorBoard: "
-        f"{Path(summary['run_dir']) / 'tb'})"
+        f"  metrics:    {_where(summary, 'metrics.jsonl')} (TensorBoard: "
+        f"{Path(summary['local_dir']) / 'tb'})"
         + (f"\n  videos:     {summary['videos']}" if summary["videos"] else "")
+        + (
+            f"\n  synced to:  {summary['run_dir']}"
+            if summary["run_dir"] != summary["local_dir"]
+            else ""
+        )
     )
     return 0
 
@@ -122,12 +135,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from wm_ray.loops.evaluate import evaluate_run
 
-    result = evaluate_run(Path(args.run_dir), args.episodes, args.video, args.checkpoint)
+    result = evaluate_run(args.run_dir, args.episodes, args.video, args.checkpoint)
     returns = ", ".join(f"{r:.1f}" for r in result["returns"])
     print(
         f"eval/return {result['eval/return']:.2f} over {result['eval/episodes']} episodes "
         f"({returns}) from {result['checkpoint']}"
         + (f"; video {result['video']}" if "video" in result else "")
+        + (f" (uploaded to {result['video_uri']})" if "video_uri" in result else "")
     )
     return 0
 
@@ -136,7 +150,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from wm_ray.loops.play import play_run
 
     result = play_run(
-        Path(args.run_dir),
+        args.run_dir,
         steps=args.steps,
         actions=args.actions,
         keyboard=args.keyboard,
@@ -151,16 +165,17 @@ def cmd_play(args: argparse.Namespace) -> int:
         f"{result['real_return']:.1f})"
         + (f", predicted episode end at step {end}" if end else "")
         + f"\n  video [real | dream]: {result['video']}"
+        + (f" (uploaded to {result['video_uri']})" if "video_uri" in result else "")
     )
     return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from wm_ray.loops.collect import collect
-    from wm_ray.loops.setup import run_dir
+    from wm_ray.loops.setup import run_location
 
     config = _build(args)
-    summary = collect(config, run_dir(config), progress=not args.quiet)
+    summary = collect(config, run_location(config), progress=not args.quiet)
     replay = summary["replay"]
     mean = summary["mean_return"]
     returns = f"mean return {mean:.2f}" if mean is not None else "no episode finished"
@@ -168,10 +183,123 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"collected {summary['env_steps']:,} steps ({summary['episodes']} episodes, {returns}) "
         f"at {summary['fps_env']:,.0f} steps/s into replay: "
         f"{int(replay['steps']):,} steps in {int(replay['chunks'])} chunks, "
-        f"{replay['bytes'] / 2**20:.1f} MiB -> {Path(summary['run_dir']) / 'replay'}"
+        f"{replay['bytes'] / 2**20:.1f} MiB -> {_where(summary, 'replay')}"
     )
-    print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+    print(f"summary: {_where(summary, 'summary.json')}")
     return 0
+
+
+SUBMIT_DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+"""Job API used by ``wm-ray submit`` when neither --address nor the environment names one."""
+ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+"""Where Ray's job client looks for the cluster (in this order); they override its argument."""
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit ``wm-ray train <args>`` as a Ray job, then follow it to its end (unless
+    --no-wait): 0 when it succeeded, 1 (with its status and last log lines) otherwise."""
+    import asyncio
+    import os
+    import shlex
+    import time
+
+    from wm_ray.config_io import ConfigError
+
+    train_argv = list(args.train_args)
+    if train_argv[:1] == ["--"]:
+        train_argv = train_argv[1:]
+    train = make_parser().parse_args(["train", *train_argv])  # bad options: usage error, exit 2
+    if train.single_process:
+        raise ConfigError("--single-process trains without Ray; it has no place in a Ray job")
+    run_dir = train.run_dir or ""
+    if not (Path(run_dir).is_absolute() or "://" in run_dir):
+        raise ConfigError(
+            f"--run-dir {run_dir or '(unset)'}: a job needs an absolute path on storage every "
+            "node reaches (e.g. /shared/runs/NAME) or a URI (s3://bucket/runs/NAME); a relative "
+            "one would land in the job's temporary working directory on the head"
+        )
+    if not args.no_check and not train.resume:
+        _build(train)  # unknown presets or --set keys fail here, before the cluster is used
+    if train.address is None:
+        train_argv = ["--address", "auto", *train_argv]
+    entrypoint = shlex.join(["wm-ray", "train", *train_argv])
+
+    from ray.exceptions import RayError
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # Ray's client lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override its address argument;
+    # an explicit --address wins here, so hide them while the client resolves it.
+    hidden: dict[str, str] = {}
+    address = args.address
+    if address is not None:
+        hidden = {k: os.environ.pop(k) for k in ADDRESS_VARIABLES if k in os.environ}
+    elif not any(k in os.environ for k in ADDRESS_VARIABLES):
+        address = SUBMIT_DEFAULT_ADDRESS
+    runtime_env: dict[str, object] = {}
+    if args.working_dir:
+        runtime_env = {"working_dir": args.working_dir, "excludes": [".git"]}
+    try:
+        client = JobSubmissionClient(address)
+        job_id = client.submit_job(
+            entrypoint=entrypoint,
+            submission_id=args.submission_id,
+            runtime_env=runtime_env or None,
+            metadata={"wm_ray": "train", "run_dir": run_dir},
+        )
+    except (ConnectionError, RuntimeError, RayError) as err:
+        print(
+            f"wm-ray: error: submitting to {address or 'the cluster'} failed: {err}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        os.environ.update(hidden)
+    print(f"wm-ray: submitted job {job_id} to {client.get_address()}: {entrypoint}", flush=True)
+    if args.no_wait:
+        print(f"follow it with: ray job logs --follow {job_id}   (status: ray job status {job_id})")
+        return 0
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    try:
+        try:
+            asyncio.run(follow())
+        except RuntimeError as err:  # the log stream broke off: the status below still counts
+            print(f"wm-ray: log stream ended: {err}", file=sys.stderr)
+        status = client.get_job_status(job_id)
+        while not status.is_terminal():
+            time.sleep(1.0)
+            status = client.get_job_status(job_id)
+    except KeyboardInterrupt:
+        print(
+            f"wm-ray: stopped following; job {job_id} keeps running "
+            f"(ray job stop {job_id} ends it)",
+            file=sys.stderr,
+        )
+        return 130
+    except (ConnectionError, RayError) as err:
+        print(
+            f"wm-ray: error: lost the cluster while following job {job_id}: {err}", file=sys.stderr
+        )
+        return 1
+    if status == JobStatus.SUCCEEDED:
+        print(f"wm-ray: job {job_id} SUCCEEDED")
+        return 0
+    # Ray's message on a failed entrypoint repeats up to 20,000 characters of its logs: keep
+    # its first line, then the last log lines.
+    reason = (client.get_job_info(job_id).message or "").strip().split("\n", 1)[0]
+    reason = reason.split(", last available logs", 1)[0]
+    lines = client.get_job_logs(job_id).rstrip("\n").splitlines()
+    tail = lines[-args.tail_lines :] if args.tail_lines > 0 else []
+    print(
+        f"wm-ray: job {job_id} {status.value}"
+        + (f": {reason}" if reason else "")
+        + (f"\n  last {len(tail)} log lines:\n    " + "\n    ".join(tail) if tail else ""),
+        file=sys.stderr,
+    )
+    return 1
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -193,7 +321,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a world-model agent on the Ray runtime")
     _config_args(p)
     p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
-    p.add_argument("--run-dir", default=None, help="output directory (run.run_dir)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="output directory (run.run_dir): a path, or a filesystem URI (s3://bucket/run, "
+        "gs://, hdfs://, abfs://, file:///abs/path) worked on in a local staging dir and synced",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument(
         "--allow-config-change", action="store_true", help="accept a changed config on --resume"
@@ -212,7 +345,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", required=True, help="the run: a directory or a filesystem URI")
     p.add_argument("--episodes", type=int, default=None, help="default: eval.episodes")
     p.add_argument("--video", action="store_true", help="write a video (image tasks)")
     p.add_argument(
@@ -223,7 +356,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "play", help="step a run's learned world model from a real frame and write a video"
     )
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", required=True, help="the run: a directory or a filesystem URI")
     p.add_argument("--steps", type=int, default=100, help="dreamed steps (default 100)")
     how = p.add_mutually_exclusive_group()
     how.add_argument(
@@ -246,9 +379,56 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="collect experience with the configured policy into replay")
     _config_args(p)
     p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
-    p.add_argument("--run-dir", default=None, help="output directory (run.run_dir)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="output directory (run.run_dir): a path, or a filesystem URI (s3://bucket/run, "
+        "gs://, hdfs://, abfs://, file:///abs/path) worked on in a local staging dir and synced",
+    )
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser(
+        "submit",
+        help="run `wm-ray train ARGS` as a job on a Ray cluster and follow it",
+        description="Submit `wm-ray train TRAIN_ARGS` (with --address auto added) to a Ray "
+        "cluster's job API and stream its logs until it ends; exit 0 if it succeeded. Token "
+        "auth comes from the environment as for `ray job submit` (RAY_AUTH_MODE=token and "
+        "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).",
+        usage="wm-ray submit [options] -- TRAIN_ARGS...",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help=f"the cluster's job API, e.g. {SUBMIT_DEFAULT_ADDRESS} (default: "
+        f"$RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS, then {SUBMIT_DEFAULT_ADDRESS})",
+    )
+    p.add_argument(
+        "--working-dir",
+        default=None,
+        help="upload this directory as the job's working dir (its code is imported first); "
+        "default: the cluster's installed wm_ray",
+    )
+    p.add_argument("--submission-id", default=None, help="job id (default: chosen by Ray)")
+    p.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip building the config locally first (presets that exist only on the cluster)",
+    )
+    p.add_argument(
+        "--tail-lines",
+        type=int,
+        default=20,
+        help="log lines repeated when the job fails (default 20)",
+    )
+    p.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        metavar="TRAIN_ARGS",
+        help="after --: arguments of `wm-ray train`; --run-dir must be absolute or a URI",
+    )
+    p.set_defaults(func=cmd_submit)
     return parser
 
 

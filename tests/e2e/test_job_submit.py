@@ -39,6 +39,8 @@ PORTS = {
     "WM_RAY_MAX_WORKER_PORT": "20199",
 }
 DASHBOARD = f"http://127.0.0.1:{PORTS['WM_RAY_DASHBOARD_PORT']}"
+# Submission ids of the jobs the tests below submit (in any order).
+OUR_JOBS = {"wm-ray-e2e-ok", "wm-ray-e2e-train", "wm-ray-e2e-submit", "wm-ray-e2e-bad-preset"}
 
 JOB_SCRIPT = """\
 import sys
@@ -197,7 +199,18 @@ def test_clients_without_the_right_token_are_refused(head: Head, tmp_path: Path)
     assert status == 200, body
     submitted = {job["submission_id"] for job in json.loads(body) if job["type"] == "SUBMISSION"}
     assert "wm-ray-e2e-ok" in submitted or not submitted, body
-    assert not submitted - {"wm-ray-e2e-ok", "wm-ray-e2e-train"}, body  # refused ones: no job
+    assert not submitted - OUR_JOBS, body  # the refused submissions created no job
+
+
+def _small_run(run_dir: Path, name: str) -> list[str]:
+    """`wm-ray train` arguments of a run that fits the head's 2 CPUs and takes seconds."""
+    return [
+        "--configs", "debug", "size_debug", "--env", "fake:vector-discrete", "--steps", "256",
+        "--run-dir", str(run_dir), "--set", f"run.name={name}", "env.num_envs=2",
+        "replay.chunk_len=16", "replay.batch_size=4", "replay.seq_len=8", "replay.min_size=64",
+        "replay.samples_per_insert=2", "eval.episodes=1", "logging.tensorboard=false",
+        "resources.cpus_per_learner=1",  # the head has 2 CPUs: learner 1 + env worker 1
+    ]  # fmt: skip
 
 
 def test_wm_ray_train_runs_as_a_submitted_job(head: Head, tmp_path: Path) -> None:
@@ -205,13 +218,7 @@ def test_wm_ray_train_runs_as_a_submitted_job(head: Head, tmp_path: Path) -> Non
     names its actors with the run name, and leaves a checkpoint and metrics in --run-dir."""
     run_dir = tmp_path / "run"
     train = [sys.executable, "-m", "wm_ray.cli", "train", "--address", "auto", "--quiet"]
-    settings = [
-        "--configs", "debug", "size_debug", "--env", "fake:vector-discrete", "--steps", "256",
-        "--run-dir", str(run_dir), "--set", "run.name=e2ejob", "env.num_envs=2",
-        "replay.chunk_len=16", "replay.batch_size=4", "replay.seq_len=8", "replay.min_size=64",
-        "replay.samples_per_insert=2", "eval.episodes=1", "logging.tensorboard=false",
-        "resources.cpus_per_learner=1",  # the head has 2 CPUs: learner 1 + env worker 1
-    ]  # fmt: skip
+    settings = _small_run(run_dir, "e2ejob")
     result = head.ray(
         "job", "submit", "--submission-id", "wm-ray-e2e-train", "--", *train, *settings,
         timeout=300,
@@ -224,3 +231,72 @@ def test_wm_ray_train_runs_as_a_submitted_job(head: Head, tmp_path: Path) -> Non
     assert last["counters/env_steps"] == last["counters/acked_steps"] == 256
     status, body = head.api("/api/jobs/wm-ray-e2e-train", head.token)
     assert status == 200 and json.loads(body)["status"] == "SUCCEEDED", body
+
+
+def _wm_ray(head: Head, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The `wm-ray` CLI as a client on this machine, with `local_cluster.sh env`'s settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "wm_ray.cli", *args],
+        env=head.client_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def test_wm_ray_submit_runs_training_and_follows_it(head: Head, tmp_path: Path) -> None:
+    """`wm-ray submit -- <train args>`: submits `wm-ray train --address auto ...` through the
+    job API with the token from the environment, streams the job's output, exits 0 on success,
+    and the run dir holds metrics and a checkpoint."""
+    run_dir = tmp_path / "run"
+    result = _wm_ray(
+        head,
+        "submit",
+        "--address",  # explicit, over RAY_API_SERVER_ADDRESS / RAY_ADDRESS of the environment
+        DASHBOARD,
+        "--submission-id",
+        "wm-ray-e2e-submit",
+        "--",
+        "--quiet",
+        *_small_run(run_dir, "e2esubmit"),
+        "--set",  # no eval worker: one actor process less to start
+        "resources.eval_workers=0",
+        "eval.every=0",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "submitted job wm-ray-e2e-submit" in result.stdout, output
+    assert "done: 256 env steps" in result.stdout, output  # the job's own output, streamed
+    assert "job wm-ray-e2e-submit SUCCEEDED" in result.stdout, output
+    assert (run_dir / "checkpoints" / "latest").is_file(), output
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["counters/env_steps"] == 256
+    status, body = head.api("/api/jobs/wm-ray-e2e-submit", head.token)
+    assert status == 200, body
+    job = json.loads(body)
+    assert job["status"] == "SUCCEEDED", body
+    assert job["entrypoint"].startswith("wm-ray train --address auto --quiet "), body
+
+
+def test_wm_ray_submit_fails_clearly_on_a_bad_preset(head: Head, tmp_path: Path) -> None:
+    run_dir = str(tmp_path / "never")
+    bad = ["--configs", "debug", "nosuchpreset", "--run-dir", run_dir]
+
+    # Checked locally first: nothing reaches the cluster.
+    local = _wm_ray(head, "submit", "--submission-id", "wm-ray-e2e-not-sent", "--", *bad)
+    assert local.returncode == 2, local.stdout + local.stderr
+    assert "unknown preset 'nosuchpreset'" in local.stderr, local.stderr
+    assert head.api("/api/jobs/wm-ray-e2e-not-sent", head.token)[0] == 404
+
+    # Sent anyway (--no-check; the address comes from RAY_API_SERVER_ADDRESS): the job fails on
+    # the cluster and `wm-ray submit` says so, with the job's last log lines.
+    remote = _wm_ray(
+        head, "submit", "--no-check", "--submission-id", "wm-ray-e2e-bad-preset", "--", *bad
+    )
+    assert remote.returncode == 1, remote.stdout + remote.stderr
+    assert "job wm-ray-e2e-bad-preset FAILED" in remote.stderr, remote.stderr
+    assert "unknown preset 'nosuchpreset'" in remote.stderr.split("last ", 1)[-1], remote.stderr
+    status, body = head.api("/api/jobs/wm-ray-e2e-bad-preset", head.token)
+    assert status == 200 and json.loads(body)["status"] == "FAILED", body
+    assert not Path(run_dir).exists()

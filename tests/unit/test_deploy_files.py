@@ -5,6 +5,7 @@ the token as a secret, and the Dockerfile builds a non-root image with a healthc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -83,6 +84,29 @@ def test_compose_file_validates_and_publishes_only_on_loopback(tmp_path: Path) -
     # a moved port stays on loopback too
     moved = resolved_config(tmp_path, WM_RAY_DASHBOARD_PORT="18265")
     assert published(moved["services"]["ray-head"]) == [("127.0.0.1", "8265")]
+
+
+def _bytes(size: str) -> int:
+    """A compose size ("4gb", "512m") or a plain byte count, in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", size.strip().lower())
+    assert match, f"unreadable size {size!r}"
+    return int(match[1]) * 1024 ** " kmg".index(match[2] or " ")
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"WM_RAY_SHM_SIZE": "2gb", "WM_RAY_OBJECT_STORE_BYTES": "1500000000"}]
+)
+def test_object_store_fits_in_shm(tmp_path: Path, env: dict[str, str]) -> None:
+    """Ray puts the object store in /dev/shm only when it fits; otherwise it silently uses a
+    much slower store under /tmp (seen in the docker e2e run before --object-store-memory)."""
+    services = resolved_config(tmp_path, **env)["services"]
+    for name in ("ray-head", "ray-worker"):
+        command = services[name]["command"]
+        command = " ".join(command) if isinstance(command, list) else command
+        store = re.search(r"--object-store-memory (\d+)", command)
+        assert store, f"{name}: no --object-store-memory"
+        shm = _bytes(str(services[name]["shm_size"]))
+        assert int(store[1]) < shm, f"{name}: object store {store[1]} B >= shm_size {shm} B"
 
 
 def test_compose_file_object_store_gpu_profile_and_token_secret() -> None:

@@ -25,9 +25,17 @@ loops:
 - **Checkpoints and evaluation.** Every ``run.checkpoint_every`` and every ``eval.every`` env
   steps the coordinator stops granting rounds, waits for the rounds in flight (so the
   checkpoint's counters equal the shards' acknowledged steps), and writes a whole-run
-  checkpoint: rank 0's agent, counters, every shard's limiter state and manifest. An evaluation
-  then runs on the eval workers with exactly the checkpointed weights while training goes on; a
-  new best mean return copies that checkpoint to ``checkpoints/best``.
+  checkpoint: rank 0's agent, counters, every shard's limiter state and manifest. The agent's
+  files come from the learner as bytes (``Learner.agent_files``) and go back the same way on a
+  restart (``Learner.load_agent_files``), so only the coordinator's process writes the run
+  directory. An evaluation then runs on the eval workers with exactly the checkpointed weights
+  while training goes on; a new best mean return copies that checkpoint to ``checkpoints/best``.
+- **Storage.** A run directory given as a filesystem URI (``s3://bucket/run``,
+  :mod:`wm_ray.storage`) is worked on in the coordinator's local staging directory and synced
+  at the start, at every checkpoint and at the end; with ``replay.persist`` every shard keeps
+  its chunk files in its own node's staging directory and uploads them when the coordinator
+  asks it (:meth:`~wm_ray.actors.replay_shard.ReplayShard.sync_storage`), before each
+  checkpoint records the shards' states. No filesystem needs to be shared between nodes then.
 - **Metrics.** The JSONL / TensorBoard / progress outputs of the single-process loop, plus
   ``counters/env_steps``, ``counters/acked_steps``, ``counters/restarts/<kind>``,
   ``weights/version``, ``weights/lag``, ``fps/env``, ``fps/train`` and ``replay/ratio``.
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +71,7 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.loops.train import Counters, run_summary
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
+from wm_ray.storage import STAGING_ENV, resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -110,27 +120,39 @@ class Coordinator:
 
     Args:
         config: the resolved run config.
-        run_dir: the run directory (every node must reach it: checkpoints and replay live there).
+        run_dir: the run directory: a path (with ``replay.persist`` every replay shard's node
+            must reach it, the chunk files live there) or a filesystem URI (worked on in a
+            local staging directory and synced; replay shards sync their chunk files
+            themselves, into the staging root given by ``$WM_RAY_STAGING`` of this process, or
+            their node's default).
         resume: continue from the latest checkpoint in ``run_dir``.
         prefix: actor-name prefix (empty for an embedded cluster; the run name plus a dot when
             several runs share a cluster).
     """
 
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False, prefix: str = ""):
-        self.config, self.run_dir, self.prefix = config, Path(run_dir), prefix
+    def __init__(
+        self, config: Config, run_dir: str | Path, resume: bool = False, prefix: str = ""
+    ) -> None:
+        self.config, self.prefix = config, prefix
+        self.location = str(run_dir)
+        self.run_dir, self.storage = resolve_run_dir(run_dir)
         res, replay = config.resources, config.replay
         self.round = round_steps(config)
         self.tolerance = runtime_tolerance(config)
         self.batch_steps = replay.batch_size * replay.seq_len
+        if self.storage is not None:
+            self.storage.prepare(self.run_dir, resume=resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir)
+        if self.storage is not None:
+            self.storage.mirror(self.run_dir)
         self.counters = RunCounters()
         self.state: dict[str, Any] | None = None
         self.checkpoint: Path | None = None
         if resume:
             self.checkpoint = ckpt.latest_checkpoint(self.run_dir)
             if self.checkpoint is None:
-                raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+                raise ConfigError(f"--resume: {self.location} has no checkpoint to resume from")
             self.state = ckpt.load_state(self.checkpoint)
             if "shards" not in self.state:
                 raise ConfigError(
@@ -194,11 +216,15 @@ class Coordinator:
                 time.sleep(0.2)
 
     def _start_shard(self, i: int) -> Any:
-        directory = shard_directory(self.run_dir, i) if self.config.replay.persist else None
+        args: tuple[str | None, ...] = (None,)
+        if self.config.replay.persist and self.storage is not None:
+            args = (None, self.storage.uri, os.environ.get(STAGING_ENV))
+        elif self.config.replay.persist:
+            args = (str(shard_directory(self.run_dir, i)),)
         opts = self.placement.options("replay-shard", i)
         shard = self._create(
             lambda: remote_replay_shard(self.config, i, self.prefix, **opts).remote(
-                self.config, i, str(directory) if directory else None
+                self.config, i, *args
             )
         )
         if self.state is not None and i < len(self.state.get("shards", [])):
@@ -232,8 +258,8 @@ class Coordinator:
             address, port = ray.get(self.learners[0].group_address.remote())
             ray.get([learner.join_group.remote(address, port) for learner in self.learners])
         if self.checkpoint is not None and self.state is not None:
-            agent = str(self.checkpoint / "agent")
-            ray.get([learner.load_agent.remote(agent) for learner in self.learners])
+            files = ray.put(ckpt.read_files(self.checkpoint / "agent"))
+            ray.get([learner.load_agent_files.remote(files) for learner in self.learners])
             counters = self.state.get("learner", {"updates": 0, "version": -1})
             ray.get([learner.load_counters.remote(counters) for learner in self.learners])
         self.counters.weights_version = int(ray.get(self.learners[0].publish.remote()))
@@ -380,9 +406,15 @@ class Coordinator:
     # -- checkpoints and evaluation ----------------------------------------------------------
 
     def save(self, tag: str | None = None) -> Path:
-        """Write a whole-run checkpoint (rank 0's agent, counters, shard states)."""
+        """Write a whole-run checkpoint (rank 0's agent, counters, shard states) and sync it.
+
+        With a storage URI and ``replay.persist`` the shards upload their new chunk files
+        first, so the remote holds every chunk the checkpoint's shard states count.
+        """
         if self.train_refs is not None:
             self._on_train()  # the learner's agent is saved between updates
+        if self.storage is not None and self.config.replay.persist:
+            self._call_shards("sync_storage")
         learner = self.learners[0]
         learner_counters = ray.get(learner.counters.remote())
         state = {
@@ -395,13 +427,20 @@ class Coordinator:
         path = ckpt.save_checkpoint(
             self.run_dir,
             self.counters.env_steps,
-            lambda directory: ray.get(learner.save_agent.remote(str(directory))),
+            lambda directory: ckpt.write_files(directory, ray.get(learner.agent_files.remote())),
             state,
             to_yaml(self.config),
             tag=tag,
         )
         self.checkpoint, self.state = path, state
+        self.sync()
         return path
+
+    def sync(self) -> None:
+        """Upload what changed in the run directory to its storage (no-op for a local path):
+        the mirrored files, then the checkpoints (``meta.json`` last, then ``latest``)."""
+        if self.storage is not None:
+            self.storage.sync_run(self.run_dir)
 
     def _start_eval(self, path: Path, video: bool = False) -> None:
         """Evaluate the weights just checkpointed at ``path`` on the eval workers."""
@@ -600,8 +639,9 @@ class Coordinator:
             self.run_dir / "curve.png",
             title=f"{self.config.run.model} on {self.config.env.id} (Ray runtime)",
         )
+        self.sync()
         return {
-            **run_summary(self.run_dir, c, seconds, result, path, curve),
+            **run_summary(self.run_dir, c, seconds, result, path, curve, self.location),
             "acked_steps": int(self._inserted()),
             "restarts": dict(c.restarts),
         }

@@ -19,8 +19,9 @@ Several learners (``resources.learners = L``) form one ``torch.distributed`` pro
 on CPU, NCCL on GPU; :mod:`wm_ray.models.common.distributed`): rank 0 alone reads the shards'
 stats and broadcasts the owed count, so every rank runs the same number of updates; each rank
 samples ``B / L`` sequences, and the optimizers average gradients over the group before clipping
-and stepping, so the weights stay identical. Rank 0 publishes acting weights and writes the
-agent into checkpoints.
+and stepping, so the weights stay identical. Rank 0 publishes acting weights and hands the
+agent's files to the coordinator for checkpoints (:meth:`Learner.agent_files`; restored with
+:meth:`Learner.load_agent_files`), so checkpoints need no filesystem shared with the learners.
 
 Batch split: a rank's sequences are drawn from the shards with a multinomial over the shards'
 ``valid_sequences`` (a seeded generator), then each shard samples its share in one call; this is
@@ -36,6 +37,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ import torch
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from wm_ray import checkpoint as ckpt
 from wm_ray.actors.naming import actor_name, resolve
 from wm_ray.config import Config
 from wm_ray.loops.setup import make_vector_env
@@ -295,6 +298,21 @@ class Learner:
     def load_agent(self, directory: str) -> None:
         """Load the agent a checkpoint's ``agent/`` holds."""
         self.agent.load(Path(directory))
+
+    def agent_files(self) -> dict[str, bytes]:
+        """The files ``agent.save`` writes, as ``{relative path: bytes}``.
+
+        Written through a temporary directory on the learner's node, so the coordinator can put
+        them into a checkpoint on its own node: no filesystem is shared.
+        """
+        with tempfile.TemporaryDirectory(prefix="wm_ray-agent-") as tmp:
+            self.agent.save(Path(tmp) / "agent")
+            return ckpt.read_files(Path(tmp) / "agent")
+
+    def load_agent_files(self, files: dict[str, bytes]) -> None:
+        """Load an agent from :meth:`agent_files` output (a checkpoint's ``agent/`` files)."""
+        with tempfile.TemporaryDirectory(prefix="wm_ray-agent-") as tmp:
+            self.agent.load(ckpt.write_files(Path(tmp) / "agent", files))
 
     def counters(self) -> dict[str, Any]:
         """What a checkpoint records of the learner: updates, version, sampled floor."""

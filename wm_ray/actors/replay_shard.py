@@ -5,6 +5,14 @@ worker); learners call :meth:`ReplayShard.sample`. With a directory every acknow
 on disk before the call returns, so a shard actor started again on the same directory reloads
 exactly the acknowledged steps (ARCHITECTURE.md invariant 4). A Ray actor runs one call at a
 time by default, which is what the (not thread-safe) ``Replay`` needs.
+
+When the run directory is a filesystem URI (:mod:`wm_ray.storage`) a shard is given the URI
+instead of a directory: it keeps its chunk files in its own node's staging directory
+(``<staging dir of the URI>/replay/shard-<i>``), downloads the remote's chunk files that
+directory lacks before reloading (a shard started on a fresh node), and uploads its new chunk
+files (and deletes the remote copies of evicted ones) when the coordinator calls
+:meth:`ReplayShard.sync_storage`, before each checkpoint records the shard's state. Chunks
+acknowledged after the last sync live only on the shard's node until the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import ray
 from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
 from wm_ray.replay import Replay
+from wm_ray.storage import RunStorage, staging_dir
 
 
 def _worker_of(stream: str) -> str:
@@ -25,9 +34,14 @@ def _worker_of(stream: str) -> str:
     return stream.rsplit("-", 1)[0]
 
 
+def shard_relpath(index: int) -> str:
+    """Shard ``index``'s chunk directory relative to the run directory: ``replay/shard-<i>``."""
+    return f"replay/shard-{index}"
+
+
 def shard_directory(run_dir: str | Path, index: int) -> Path:
     """Where shard ``index`` of a run keeps its chunk files: ``<run_dir>/replay/shard-<index>``."""
-    return Path(run_dir) / "replay" / f"shard-{index}"
+    return Path(run_dir) / shard_relpath(index)
 
 
 class ReplayShard:
@@ -39,10 +53,28 @@ class ReplayShard:
         index: the shard's index in ``[0, resources.replay_shards)``.
         directory: this shard's own chunk-file directory (see :func:`shard_directory`), or None
             to keep everything in memory (nothing survives a crash then).
+        storage: the run directory's URI instead of ``directory``: chunk files live in this
+            node's staging directory and are synced to ``<storage>/replay/shard-<index>``.
+        staging: the staging root for ``storage`` (default: ``$WM_RAY_STAGING`` on this node,
+            else ``~/.cache/wm_ray/staging``).
     """
 
-    def __init__(self, config: Config, index: int, directory: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        index: int,
+        directory: str | Path | None = None,
+        storage: str | None = None,
+        staging: str | None = None,
+    ) -> None:
         self.index = int(index)
+        self.storage: RunStorage | None = None
+        if storage is not None:
+            if directory is not None:
+                raise ValueError("a replay shard takes a directory or a storage URI, not both")
+            self.storage = RunStorage(storage)
+            directory = shard_directory(staging_dir(storage, staging), self.index)
+            self.storage.download_chunks(shard_relpath(self.index), directory)
         self.replay = Replay(config.replay, directory, seed=config.run.seed + self.index)
         self.by_worker: dict[str, int] = {}
         for stored in self.replay.store.oldest_first():  # reloaded chunks (evicted ones are gone)
@@ -98,6 +130,17 @@ class ReplayShard:
         """Restore :meth:`state_dict` output (right after construction)."""
         self.replay.load_state_dict(state)
 
+    def sync_storage(self) -> dict[str, int]:
+        """Upload the chunk files written since the last sync to the run's storage and delete
+        the remote copies of evicted ones; returns ``{"uploaded": n, "deleted": m}`` (zeros
+        without a storage)."""
+        if self.storage is None or self.replay.directory is None:
+            return {"uploaded": 0, "deleted": 0}
+        uploaded, deleted = self.storage.sync_chunks(
+            self.replay.directory, shard_relpath(self.index)
+        )
+        return {"uploaded": uploaded, "deleted": deleted}
+
     def ping(self) -> int:
         """Health check: returns the shard index."""
         return self.index
@@ -106,7 +149,8 @@ class ReplayShard:
 def remote_replay_shard(config: Config, index: int, prefix: str = "", **options: Any) -> Any:
     """The Ray actor class of :class:`ReplayShard` with its options set.
 
-    Usage: ``remote_replay_shard(config, i).remote(config, i, directory)``.
+    Usage: ``remote_replay_shard(config, i).remote(config, i, directory)``, or
+    ``.remote(config, i, None, uri)`` for a run directory on a filesystem URI.
 
     Args:
         config: the run config (``resources.namespace`` names the Ray namespace).

@@ -25,6 +25,7 @@ from wm_ray.config import Config
 from wm_ray.config_io import ConfigError
 from wm_ray.loops.setup import run_name
 from wm_ray.loops.train import resolve_resume
+from wm_ray.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def init_ray(config: Config) -> bool:
 
 def train(
     config: Config,
-    run_dir: Path,
+    run_dir: str | Path,
     resume: bool = False,
     allow_config_change: bool = False,
     prefix: str | None = None,
@@ -62,12 +63,18 @@ def train(
     """Train on the Ray runtime; returns the same summary as the single-process loop.
 
     Args:
+        run_dir: the run directory: a path, or a filesystem URI (:mod:`wm_ray.storage`).
         prefix: actor-name prefix; None picks ``""`` for an embedded cluster and
             ``"<run name>."`` on a shared one.
     """
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None and not resume:
+        storage.check_new_run()  # before Ray starts
     if resume:
-        config = resolve_resume(config, run_dir, allow_config_change)
-        path = ckpt.latest_checkpoint(run_dir)
+        if storage is not None:
+            storage.restore(local)  # the coordinator finds it up to date
+        config = resolve_resume(config, local, allow_config_change)
+        path = ckpt.latest_checkpoint(local)
         if path is not None and "shards" not in ckpt.load_state(path):
             raise ConfigError(
                 f"{path} was written by the single-process loop; resume it with "

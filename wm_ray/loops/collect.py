@@ -1,7 +1,9 @@
 """Collect experience with a (non-learning) policy into replay: ``wm-ray collect``.
 
 The smallest end-to-end path through the rooms: config -> vector env -> agent policy -> replay
-(chunks persisted in the run dir) -> metrics. Training loops build on the same pieces.
+(chunks persisted in the run dir) -> metrics. Training loops build on the same pieces. A run
+directory given as a URI is worked on in a local staging directory (:mod:`wm_ray.storage`) and
+uploaded at the end: config, metrics, summary and the replay chunk files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
+from wm_ray.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,17 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Run ``config.run.steps`` env steps with ``config.run.model``'s policy; return a summary."""
+def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run ``config.run.steps`` env steps with ``config.run.model``'s policy; return a summary.
+
+    ``run_dir`` is a path or a filesystem URI; a URI run starts from the remote's metrics and
+    replay chunks (as a local run directory would) and uploads its outputs at the end.
+    """
+    location = str(run_dir)
+    run_dir, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        replay_rel = "replay" if config.replay.persist else None
+        storage.prepare(run_dir, replay=replay_rel, new_run=False)
     if config.resources != ResourcesConfig():
         logger.warning(
             "collect runs in this one process and ignores resources.* (%s); the actor counts "
@@ -83,7 +95,8 @@ def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, A
         bar.close()
         elapsed = time.perf_counter() - start
         summary = {
-            "run_dir": str(run_dir),
+            "run_dir": location,
+            "local_dir": str(run_dir),
             "env": config.env.id,
             "model": config.run.model,
             "env_steps": driver.env_steps,
@@ -100,6 +113,10 @@ def collect(config: Config, run_dir: Path, progress: bool = True) -> dict[str, A
             batch = replay.sample()
             summary["sample_shapes"] = {k: list(v.shape) for k, v in batch.items()}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        if storage is not None:
+            if replay.directory is not None:
+                storage.sync_chunks(replay.directory, "replay")
+            storage.mirror(run_dir)
         return summary
     finally:
         venv.close()

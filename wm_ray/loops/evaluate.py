@@ -50,17 +50,26 @@ def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) 
 
 
 def evaluate_run(
-    run_dir: Path, episodes: int | None = None, video: bool = False, which: str = "latest"
+    run_dir: str | Path, episodes: int | None = None, video: bool = False, which: str = "latest"
 ) -> dict[str, Any]:
-    """Load a run's config and a checkpoint (``latest``, ``best`` or a path) and evaluate it."""
+    """Load a run's config and a checkpoint (``latest``, ``best`` or a path) and evaluate it.
+
+    ``run_dir`` is a path or a filesystem URI; a URI run's checkpoint is restored into its
+    staging directory first (:meth:`wm_ray.storage.RunStorage.restore`) and a video is uploaded
+    to its ``videos/``.
+    """
     from wm_ray import checkpoint as ckpt
     from wm_ray.config_io import load_config
     from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
     from wm_ray.registry import create_model
+    from wm_ray.storage import resolve_run_dir
 
-    config = load_config(run_dir)
-    path = ckpt.find_checkpoint(run_dir, which)
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        storage.restore(local, which)
+    config = load_config(local)
+    path = ckpt.find_checkpoint(local, which)
     if path is None:
         raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to evaluate")
     ckpt.verify_checkpoint(path)
@@ -76,5 +85,9 @@ def evaluate_run(
     result["checkpoint"] = str(path)
     if "frames" in result:
         frames = result.pop("frames")
-        result["video"] = str(write_video(frames, run_dir / "videos" / f"eval-{path.name}.mp4"))
+        target = write_video(frames, local / "videos" / f"eval-{path.name}.mp4")
+        result["video"] = str(target)
+        if storage is not None:
+            storage.upload_file(target, f"videos/{target.name}")
+            result["video_uri"] = storage.display(f"videos/{target.name}")
     return result

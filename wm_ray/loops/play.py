@@ -78,7 +78,7 @@ def _meanings(venv: Any, num_actions: int) -> list[str]:
 
 
 def play_run(
-    run_dir: Path,
+    run_dir: str | Path,
     steps: int = 100,
     actions: str | None = None,
     keyboard: bool = False,
@@ -90,7 +90,9 @@ def play_run(
     """Dream ``steps`` steps of the run's world model from a real frame; write the video.
 
     Args:
-        run_dir: a run with a checkpoint.
+        run_dir: a run with a checkpoint: a path, or a filesystem URI (the checkpoint is
+            restored into the run's staging directory, and the default video is uploaded to
+            the run's ``videos/``).
         steps: dreamed steps (fewer when the keyboard stream ends).
         actions: scripted action indices ``'2,2,3'``; None with ``keyboard=False`` lets the
             agent's policy act on the dreamed frames.
@@ -98,19 +100,24 @@ def play_run(
         out: video path; default ``<run_dir>/videos/play-<checkpoint>.mp4``.
 
     Returns:
-        ``video``, ``steps``, ``dream_return`` (sum of predicted rewards), ``real_return``,
-        ``dream_end`` (first predicted termination step or None), ``checkpoint``, ``actions``.
+        ``video`` (and ``video_uri`` for a URI run), ``steps``, ``dream_return`` (sum of
+        predicted rewards), ``real_return``, ``dream_end`` (first predicted termination step or
+        None), ``checkpoint``, ``actions``.
     """
     from wm_ray import checkpoint as ckpt
     from wm_ray.config_io import load_config
     from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
     from wm_ray.registry import create_model
+    from wm_ray.storage import resolve_run_dir
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    config = load_config(run_dir)
-    path = ckpt.find_checkpoint(run_dir, which)
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        storage.restore(local, which)
+    config = load_config(local)
+    path = ckpt.find_checkpoint(local, which)
     if path is None:
         raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to play")
     ckpt.verify_checkpoint(path)
@@ -176,9 +183,14 @@ def play_run(
             video.append(np.concatenate([real[0], frame[0]], axis=1))
     finally:
         venv.close()
-    target = out or run_dir / "videos" / f"play-{path.name}.mp4"
+    target = write_video(np.stack(video), out or local / "videos" / f"play-{path.name}.mp4", fps=15)
+    uploaded: dict[str, str] = {}
+    if storage is not None and out is None:
+        storage.upload_file(target, f"videos/{target.name}")
+        uploaded["video_uri"] = storage.display(f"videos/{target.name}")
     return {
-        "video": str(write_video(np.stack(video), target, fps=15)),
+        "video": str(target),
+        **uploaded,
         "steps": len(taken),
         "dream_return": dream_return,
         "real_return": real_return,

@@ -43,5 +43,19 @@ def run_name(config: Config) -> str:
     return f"{config.run.model}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_dir(config: Config) -> Path:
+def run_location(config: Config) -> str | Path:
+    """The run directory as configured: a filesystem URI string, or a path (default
+    ``runs/<run name>``)."""
+    from wm_ray.storage import is_uri
+
+    if is_uri(config.run.run_dir):
+        return config.run.run_dir
     return Path(config.run.run_dir) if config.run.run_dir else Path("runs") / run_name(config)
+
+
+def run_dir(config: Config) -> Path:
+    """The local directory a run works in: its path, or the staging directory of a URI."""
+    from wm_ray.storage import staging_dir
+
+    location = run_location(config)
+    return staging_dir(location) if isinstance(location, str) else location

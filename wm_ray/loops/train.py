@@ -4,7 +4,9 @@ Per vector step: the driver acts (one batched policy call) and the steps go to r
 agent trains while the limiter owes samples, i.e. until replayed steps (B*T per update) catch
 up with ``replay.samples_per_insert`` times the env steps inserted after ``replay.min_size``.
 Evaluation, logging and checkpoints happen on env-step schedules; ``resume`` continues from
-the latest checkpoint with every counter intact.
+the latest checkpoint with every counter intact. A run directory given as a URI
+(``s3://bucket/run``, :mod:`wm_ray.storage`) is worked on in a local staging directory and
+synced to the remote at the start, at every checkpoint and at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
 from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
+from wm_ray.storage import RunStorage, resolve_run_dir
 
 logger = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10**6
@@ -67,13 +70,31 @@ def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Conf
 
 
 class Trainer:
-    """Owns the pieces of one single-process run; ``run()`` trains to ``config.run.steps``."""
+    """Owns the pieces of one single-process run; ``run()`` trains to ``config.run.steps``.
 
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False) -> None:
+    Args:
+        config: the resolved run config.
+        run_dir: the local run directory (a URI run's staging directory).
+        resume: continue from the latest checkpoint in ``run_dir``.
+        storage: the remote of a URI run (prepared by :func:`train`): the run is synced to it
+            at the start, at every checkpoint and at the end.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        resume: bool = False,
+        storage: RunStorage | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.storage = storage
+        self.location = storage.uri if storage is not None else str(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
+        if storage is not None:
+            storage.mirror(run_dir)
         seed = config.run.seed
         self.replay = Replay(
             config.replay, run_dir / "replay" if config.replay.persist else None, seed=seed
@@ -104,7 +125,7 @@ class Trainer:
     def _restore(self) -> None:
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
-            raise ConfigError(f"--resume: {self.run_dir} has no checkpoint to resume from")
+            raise ConfigError(f"--resume: {self.location} has no checkpoint to resume from")
         state = ckpt.load_state(path)
         if "replay" not in state:
             raise ConfigError(
@@ -123,7 +144,7 @@ class Trainer:
             "replay": self.replay.state_dict(),
             "replay_manifest": self.replay.manifest(),
         }
-        return ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             self.run_dir,
             self.counters.env_steps,
             self.agent.save,
@@ -131,6 +152,20 @@ class Trainer:
             to_yaml(self.config),
             tag=tag,
         )
+        self.sync()
+        return path
+
+    def sync(self) -> None:
+        """Upload what changed to the remote of a URI run (no-op for a local run dir).
+
+        Replay chunk files go first (a checkpoint's replay state counts them), then the
+        mirrored files, then the checkpoints (``meta.json`` last, then ``latest``).
+        """
+        if self.storage is None:
+            return
+        if self.replay.directory is not None:
+            self.storage.sync_chunks(self.replay.directory, "replay")
+        self.storage.sync_run(self.run_dir)
 
     def _train_owed(self) -> None:
         n = self.config.replay.batch_size * self.config.replay.seq_len
@@ -256,7 +291,8 @@ class Trainer:
             media = self.agent.report(self.replay.sample(batch_size=1))
             if "openloop" in media:  # (T, H, 3W, C) strips; panels: see the family README
                 write_video(media["openloop"], videos / "openloop.mp4", fps=10)
-        return run_summary(self.run_dir, c, seconds, result, path, curve)
+        self.sync()
+        return run_summary(self.run_dir, c, seconds, result, path, curve, self.location)
 
     def close(self) -> None:
         self.venv.close()
@@ -271,12 +307,18 @@ def run_summary(
     result: dict[str, Any],
     checkpoint: Path,
     curve: Path,
+    location: str | None = None,
 ) -> dict[str, Any]:
-    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are."""
+    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are.
+
+    ``run_dir`` is ``location`` (the run directory as given: a path or a URI) and
+    ``local_dir`` the local directory the files below are in (a URI run's staging directory).
+    """
     videos = run_dir / "videos"
     best = c.best_eval_return is not None
     return {
-        "run_dir": str(run_dir),
+        "run_dir": location or str(run_dir),
+        "local_dir": str(run_dir),
         "env_steps": c.env_steps,
         "updates": c.updates,
         "episodes": c.episodes,
@@ -293,12 +335,22 @@ def run_summary(
 
 
 def train(
-    config: Config, run_dir: Path, resume: bool = False, allow_config_change: bool = False
+    config: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config.run.model`` to ``config.run.steps`` env steps; returns a summary."""
+    """Train ``config.run.model`` to ``config.run.steps`` env steps; returns a summary.
+
+    ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.storage.resolve_run_dir`).
+    """
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        replay = "replay" if config.replay.persist else None
+        storage.prepare(local, resume=resume, replay=replay)
     if resume:
-        config = resolve_resume(config, run_dir, allow_config_change)
-    trainer = Trainer(config, run_dir, resume=resume)
+        config = resolve_resume(config, local, allow_config_change)
+    trainer = Trainer(config, local, resume=resume, storage=storage)
     try:
         return trainer.run()
     finally:

@@ -1,0 +1,616 @@
+"""Run directories on a filesystem URI: ``s3://``, ``gs://``, ``hdfs://``, ``abfs://``, ``file://``.
+
+``--run-dir`` (``run.run_dir``) is either a plain path, used as it is, or a URI that
+``pyarrow.fs.FileSystem.from_uri`` opens. A URI run works in a local *staging directory*
+(:func:`staging_dir`: ``$WM_RAY_STAGING`` or ``~/.cache/wm_ray/staging``, then
+``<last path component>-<8 hex of sha1(uri)>``) and :class:`RunStorage` keeps the remote copy
+up to date:
+
+- ``config.yaml`` when the run starts; ``metrics.jsonl``, ``tb/``, ``videos/``,
+  ``summary.json`` and ``curve.png`` at every checkpoint and at the end (only files whose size
+  or mtime changed since their last upload are sent again).
+- Checkpoints (:meth:`RunStorage.sync_checkpoints`), safely on object stores that have no
+  rename: every file of ``checkpoints/step-N/`` except ``meta.json``, then ``meta.json``, then
+  the ``checkpoints/latest`` pointer. A remote checkpoint without ``meta.json`` is incomplete
+  and never chosen. Rotation (the newest :data:`wm_ray.checkpoint.KEEP`) applies remotely too,
+  and a tag such as ``best`` is uploaded again (``meta.json`` deleted first) when it changes.
+- Replay chunk files (:meth:`RunStorage.sync_chunks`): they are immutable once written, so new
+  files are uploaded and evicted ones deleted, before the checkpoint that counts them.
+
+:meth:`RunStorage.prepare` opens the staging directory for a run: a resume, ``eval`` or
+``play`` downloads what the staging directory lacks (:meth:`RunStorage.restore`: ``config.yaml``,
+the checkpoint ``latest`` names and ``best``, verified file by file, and for a resume
+``metrics.jsonl`` and the replay chunks); a new run starts from an empty staging directory. One
+process writes a run at a time.
+
+Credentials reach pyarrow the standard way of each filesystem (e.g. ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` / ``AWS_ENDPOINT_URL`` or an instance role for S3;
+``GOOGLE_APPLICATION_CREDENTIALS`` for GCS), or as URI query options pyarrow documents
+(``s3://bucket/run?region=eu-west-1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from wm_ray import checkpoint as ckpt
+from wm_ray.config import Config
+from wm_ray.config_io import ConfigError, from_dict, load_config
+from wm_ray.replay import chunkfile
+
+logger = logging.getLogger(__name__)
+
+STAGING_ENV = "WM_RAY_STAGING"
+"""Environment variable naming the staging root (default :data:`DEFAULT_STAGING`)."""
+DEFAULT_STAGING = "~/.cache/wm_ray/staging"
+MIRRORED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "curve.png")
+"""Run files copied to the remote at every sync (whole files, when they changed)."""
+MIRRORED_TREES = ("tb", "videos")
+"""Run subdirectories copied to the remote at every sync (changed files only)."""
+VALID = (
+    "a plain path, or a URI with a scheme pyarrow supports: file:///abs/path, "
+    "s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path, "
+    "abfs://container@account.dfs.core.windows.net/path"
+)
+_UPLOADING = ".upload"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_BLOCK = 8 << 20
+
+
+def is_uri(value: str | Path) -> bool:
+    """True for ``scheme://...`` strings; a plain (absolute or relative) path is not a URI."""
+    return isinstance(value, str) and bool(_URI.match(value))
+
+
+def staging_root(root: str | Path | None = None) -> Path:
+    """``root``, else ``$WM_RAY_STAGING``, else ``~/.cache/wm_ray/staging`` (``~`` expanded)."""
+    chosen = root or os.environ.get(STAGING_ENV) or DEFAULT_STAGING
+    return Path(chosen).expanduser()
+
+
+def staging_dir(uri: str, root: str | Path | None = None) -> Path:
+    """Where a URI run works locally: ``<staging root>/<last component>-<8 hex of sha1(uri)>``."""
+    uri = uri.rstrip("/")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri.split("?", 1)[0].rsplit("/", 1)[-1]).strip("._")
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    return staging_root(root) / f"{name or 'run'}-{digest}"
+
+
+def resolve_run_dir(value: str | Path) -> tuple[Path, RunStorage | None]:
+    """``(local directory, storage)`` of a run: ``(path, None)`` for a plain path, and
+    ``(staging dir, RunStorage)`` for a URI.
+
+    Raises:
+        ConfigError: for a URI pyarrow cannot open (naming it and what is valid).
+    """
+    if is_uri(value):
+        assert isinstance(value, str)
+        return staging_dir(value), RunStorage(value)
+    return Path(value), None
+
+
+def load_run_config(value: str | Path) -> Config:
+    """The saved ``config.yaml`` of a run given by path or URI (read remotely for a URI)."""
+    if not is_uri(value):
+        return load_config(value)
+    import yaml
+
+    storage = RunStorage(str(value))
+    if not storage.exists("config.yaml"):
+        raise ConfigError(f"no config.yaml in run directory {str(value)!r}")
+    return from_dict(yaml.safe_load(storage.read_text("config.yaml")) or {})
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _chunk_seq(name: str) -> int:
+    """The insertion sequence number a chunk file's name starts with (see
+    :func:`wm_ray.replay.chunkfile.chunk_filename`); names of another form sort last."""
+    head = name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 62
+
+
+def _meta_step(meta: bytes) -> int:
+    """The step a checkpoint's ``meta.json`` records (-1 when unreadable)."""
+    try:
+        return int(json.loads(meta)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class RunStorage:
+    """A run directory on a pyarrow filesystem, addressed by paths relative to the run root.
+
+    Args:
+        uri: ``scheme://...`` of the run directory.
+
+    Raises:
+        ConfigError: when pyarrow cannot open ``uri`` (unknown scheme, a relative ``file://``,
+            a filesystem this pyarrow build lacks, unreachable credentials or region).
+    """
+
+    def __init__(self, uri: str) -> None:
+        if not is_uri(uri):
+            raise ConfigError(
+                f"run directory {uri!r} is not a URI; valid run directories are {VALID}"
+            )
+        try:
+            filesystem, root = pafs.FileSystem.from_uri(uri)
+        except (ValueError, OSError, NotImplementedError, ImportError, RuntimeError) as err:
+            raise ConfigError(
+                f"run directory {uri!r} cannot be opened ({_first_line(err)}); valid run "
+                f"directories are {VALID}"
+            ) from None
+        self.uri = uri.rstrip("/")
+        self.filesystem: pafs.FileSystem = filesystem
+        self.root = root.rstrip("/")
+        self._is_local = isinstance(filesystem, pafs.LocalFileSystem)
+        self._uploaded: dict[str, tuple[int, int, int]] = {}
+        self._checkpoints: dict[str, bytes] = {}
+        self._chunks: dict[str, set[str]] = {}
+        self._dirs: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"RunStorage({self.uri!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def path(self, rel: str = "") -> str:
+        """The filesystem path of ``rel`` (``""`` is the run root)."""
+        rel = rel.strip("/")
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def display(self, rel: str = "") -> str:
+        """``rel`` as a URI, for messages: ``s3://bucket/run/checkpoints/latest``."""
+        rel = rel.strip("/")
+        return f"{self.uri}/{rel}" if rel else self.uri
+
+    # -- single files ------------------------------------------------------------------------
+
+    def exists(self, rel: str) -> bool:
+        """Whether a file or directory ``rel`` exists."""
+        info = self.filesystem.get_file_info(self.path(rel))
+        return info.type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The content of file ``rel`` (``FileNotFoundError`` when it does not exist)."""
+        with self.filesystem.open_input_stream(self.path(rel)) as stream:
+            return bytes(stream.read())
+
+    def read_text(self, rel: str) -> str:
+        """The UTF-8 content of file ``rel``."""
+        return self.read_bytes(rel).decode()
+
+    def _mkdir(self, rel_dir: str) -> None:
+        if rel_dir in self._dirs:
+            return
+        self.filesystem.create_dir(self.path(rel_dir), recursive=True)
+        self._dirs.add(rel_dir)
+
+    def upload_file(self, local: str | Path, rel: str) -> None:
+        """Copy the local file to ``rel`` (on a local filesystem via a temporary name, so a
+        reader never sees half a file; object stores publish an object only when complete)."""
+        local = Path(local)
+        stat = local.stat()
+        self._mkdir(posixpath.dirname(rel.strip("/")))
+        target = self.path(rel)
+        temp = f"{target}.{os.getpid()}{_UPLOADING}" if self._is_local else target
+        with local.open("rb") as source, self.filesystem.open_output_stream(temp) as out:
+            for block in iter(lambda: source.read(_BLOCK), b""):
+                out.write(block)
+        if temp != target:
+            self.filesystem.move(temp, target)
+        self._uploaded[rel.strip("/")] = _signature(stat)
+
+    def download_file(self, rel: str, local: str | Path) -> Path:
+        """Copy file ``rel`` to ``local`` (written under a temporary name, then renamed)."""
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        temp = local.with_name(f".{local.name}.download")
+        try:
+            with (
+                self.filesystem.open_input_stream(self.path(rel)) as stream,
+                temp.open("wb") as out,
+            ):
+                while block := stream.read(_BLOCK):
+                    out.write(block)
+            os.replace(temp, local)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        self._uploaded[rel.strip("/")] = _signature(local.stat())
+        return local
+
+    def delete_file(self, rel: str) -> None:
+        """Delete file ``rel`` if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self.filesystem.delete_file(self.path(rel))
+        self._uploaded.pop(rel.strip("/"), None)
+
+    def delete_dir(self, rel: str) -> None:
+        """Delete directory ``rel`` and everything under it, if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self.filesystem.delete_dir(self.path(rel))
+        prefix = rel.strip("/") + "/"
+        for key in [k for k in self._uploaded if k.startswith(prefix)]:
+            del self._uploaded[key]
+        self._dirs = {d for d in self._dirs if d != rel.strip("/") and not d.startswith(prefix)}
+
+    # -- listings and trees ------------------------------------------------------------------
+
+    def list_files(self, rel: str = "") -> dict[str, int]:
+        """Every file under ``rel`` (recursively): ``{path relative to rel: size}``; leftovers
+        of an interrupted :meth:`upload_file` are not listed."""
+        base = self.path(rel)
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        out = {}
+        for info in self.filesystem.get_file_info(selector):
+            if info.type == pafs.FileType.File and not info.path.endswith(_UPLOADING):
+                out[posixpath.relpath(info.path, base)] = int(info.size or 0)
+        return out
+
+    def list_dirs(self, rel: str = "") -> list[str]:
+        """Names of the subdirectories directly under ``rel`` (sorted)."""
+        selector = pafs.FileSelector(self.path(rel), recursive=False, allow_not_found=True)
+        infos = self.filesystem.get_file_info(selector)
+        return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
+
+    def changed(self, local: Path, rel: str) -> bool:
+        """Whether ``local`` differs (size, mtime or inode: an atomic replace makes a new one)
+        from what this process last uploaded to (or downloaded from) ``rel``."""
+        return self._uploaded.get(rel.strip("/")) != _signature(local.stat())
+
+    def upload_tree(
+        self, local_dir: str | Path, rel: str = "", skip: Iterable[str] = ()
+    ) -> list[str]:
+        """Upload the files under ``local_dir`` that changed since their last upload.
+
+        Hidden files and directories (``.tmp-*``, in-progress writes) and ``*.tmp`` files are
+        never sent; ``skip`` names further top-level entries to leave out. Remote files with no
+        local counterpart are kept. Returns the uploaded paths (relative to the run root).
+        """
+        root = Path(local_dir)
+        if not root.is_dir():
+            return []
+        skipped = set(skip)
+        uploaded = []
+        for path in sorted(root.rglob("*")):
+            parts = path.relative_to(root).parts
+            if parts[0] in skipped or any(p.startswith(".") for p in parts):
+                continue
+            if not path.is_file() or path.name.endswith(".tmp"):
+                continue
+            target = posixpath.join(rel, *parts) if rel else posixpath.join(*parts)
+            if self.changed(path, target):
+                self.upload_file(path, target)
+                uploaded.append(target)
+        return uploaded
+
+    def mirror(self, local: Path) -> list[str]:
+        """Upload the changed :data:`MIRRORED_FILES` and :data:`MIRRORED_TREES` of a run."""
+        uploaded = []
+        for name in MIRRORED_FILES:
+            path = local / name
+            if path.is_file() and self.changed(path, name):
+                self.upload_file(path, name)
+                uploaded.append(name)
+        for name in MIRRORED_TREES:
+            uploaded += self.upload_tree(local / name, name)
+        return uploaded
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def remote_checkpoints(self) -> tuple[list[str], list[str]]:
+        """``(complete, incomplete)`` checkpoint directory names under ``checkpoints/``: complete
+        ones have their ``meta.json``, incomplete ones (an interrupted upload) do not."""
+        dirs: dict[str, bool] = {}
+        for name in self.list_files("checkpoints"):
+            head, _, tail = name.partition("/")
+            if tail:
+                dirs[head] = dirs.get(head, False) or tail == "meta.json"
+        complete = sorted(name for name, done in dirs.items() if done)
+        return complete, sorted(name for name, done in dirs.items() if not done)
+
+    def upload_checkpoint(self, local_dir: Path) -> bool:
+        """Upload one complete local checkpoint directory; returns whether anything was sent.
+
+        Skipped when the remote ``meta.json`` equals the local one (same files and checksums).
+        Otherwise the remote ``meta.json`` is deleted first (the remote copy is incomplete from
+        then on), every other file is uploaded, remote files the checkpoint no longer has are
+        deleted, and ``meta.json`` goes last.
+        """
+        rel = f"checkpoints/{local_dir.name}"
+        meta = (local_dir / "meta.json").read_bytes()
+        if self._checkpoints.get(rel) == meta:
+            return False
+        remote = self.list_files(rel)
+        if "meta.json" in remote:
+            if self.read_bytes(f"{rel}/meta.json") == meta:
+                self._checkpoints[rel] = meta
+                return False
+            self.delete_file(f"{rel}/meta.json")
+        files = sorted(
+            p for p in local_dir.rglob("*") if p.is_file() and p != local_dir / "meta.json"
+        )
+        names = {p.relative_to(local_dir).as_posix() for p in files}
+        for path in files:
+            self.upload_file(path, f"{rel}/{path.relative_to(local_dir).as_posix()}")
+        for name in sorted(set(remote) - names - {"meta.json"}):
+            self.delete_file(f"{rel}/{name}")
+        self.upload_file(local_dir / "meta.json", f"{rel}/meta.json")
+        self._checkpoints[rel] = meta
+        return True
+
+    def sync_checkpoints(self, local: Path, keep: int = ckpt.KEEP) -> list[str]:
+        """Bring the remote ``checkpoints/`` up to date with the local one; returns the names
+        uploaded.
+
+        The newest ``keep`` ``step-*`` checkpoints of both sides together are kept (the local
+        rotation, applied remotely), tags (``best``) are uploaded when they changed, the
+        ``latest`` pointer goes after the checkpoint it names, and then remote ``step-*``
+        directories outside the kept set (rotated out, or left incomplete by an interrupted
+        upload) are deleted.
+        """
+        root = local / "checkpoints"
+        if not root.is_dir():
+            return []
+        local_names = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file()
+        )
+        complete, incomplete = self.remote_checkpoints()
+        steps = sorted({n for n in [*local_names, *complete] if n.startswith("step-")})
+        kept = set(steps[-keep:] if keep > 0 else steps)
+        uploaded = [
+            name
+            for name in local_names
+            if (not name.startswith("step-") or name in kept)
+            and self.upload_checkpoint(root / name)
+        ]
+        pointer = root / "latest"
+        if pointer.is_file():
+            target = pointer.read_text().strip()
+            if target in kept and self.changed(pointer, "checkpoints/latest"):
+                self.upload_file(pointer, "checkpoints/latest")
+        for name in sorted({*complete, *incomplete}):
+            if name.startswith("step-") and name not in kept:
+                self.delete_dir(f"checkpoints/{name}")
+                self._checkpoints.pop(f"checkpoints/{name}", None)
+        return uploaded
+
+    def sync_run(self, local: Path) -> None:
+        """Everything of a run but its replay: the mirrored files, then the checkpoints."""
+        self.mirror(local)
+        self.sync_checkpoints(local)
+
+    def _download_checkpoint(self, name: str, local: Path) -> Path:
+        """Download ``checkpoints/<name>`` into the staging dir and verify it there.
+
+        Raises:
+            CheckpointError: for an incomplete or corrupt remote checkpoint, naming the remote
+                file; nothing is installed locally then.
+        """
+        rel = f"checkpoints/{name}"
+        files = self.list_files(rel)
+        if "meta.json" not in files:
+            raise ckpt.CheckpointError(
+                f"checkpoint {self.display(rel)} has no meta.json: its upload did not finish "
+                "(incomplete checkpoints are never used)"
+            )
+        root = local / "checkpoints"
+        temp, final = root / f".download-{name}", root / name
+        shutil.rmtree(temp, ignore_errors=True)
+        for file in sorted(files):
+            self.download_file(f"{rel}/{file}", temp / file)
+        try:
+            ckpt.verify_checkpoint(temp)
+        except ckpt.CheckpointError as err:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise ckpt.CheckpointError(str(err).replace(str(temp), self.display(rel))) from None
+        ckpt.replace_dir(temp, final)
+        self._checkpoints[rel] = (final / "meta.json").read_bytes()
+        return final
+
+    def _local_matches(self, local: Path, name: str) -> bool:
+        meta = local / "checkpoints" / name / "meta.json"
+        rel = f"checkpoints/{name}/meta.json"
+        return meta.is_file() and self.exists(rel) and meta.read_bytes() == self.read_bytes(rel)
+
+    def _pull(self, local: Path, names: Iterable[str]) -> None:
+        for name in names:
+            if self.exists(name):
+                self.download_file(name, local / name)
+
+    def restore(
+        self,
+        local: Path,
+        which: str = "latest",
+        replay: str | None = None,
+        metrics: bool = False,
+    ) -> Path | None:
+        """Make the staging dir ``local`` hold the remote run's checkpoint ``which``.
+
+        ``which`` is ``latest`` (the remote ``checkpoints/latest`` pointer; ``best`` comes
+        along when the remote has a complete one) or a checkpoint name such as ``best``. When
+        the staging dir already holds that checkpoint, or a newer one (a higher step in its
+        ``meta.json``: e.g. a final upload that failed, or a run training on this machine),
+        nothing is downloaded; otherwise ``config.yaml`` and the checkpoint are, and the
+        checkpoint is verified.
+
+        Args:
+            replay: a path relative to the run root: chunk files the staging dir lacks are
+                downloaded from there as well.
+            metrics: download ``metrics.jsonl`` along with the checkpoint (a resume continues
+                the log; ``eval`` and ``play`` leave a local log alone).
+
+        Returns:
+            The local checkpoint directory, or None when neither side has ``which``.
+
+        Raises:
+            CheckpointError: for an incomplete or corrupt remote checkpoint (naming it).
+        """
+        local.mkdir(parents=True, exist_ok=True)
+        if replay is not None:
+            self.download_chunks(replay, local / replay)
+        pointer = "checkpoints/latest"
+        if which == "latest":
+            name = self.read_text(pointer).strip() if self.exists(pointer) else None
+            try:
+                mine = ckpt.latest_checkpoint(local)
+            except ckpt.CheckpointError:  # the pointer names a directory that is gone
+                mine = None
+        elif "/" not in which and "\\" not in which and which not in (".", ".."):
+            name = which if self.exists(f"checkpoints/{which}") else None
+            mine = ckpt.find_checkpoint(local, which)
+        else:  # a checkpoint directory path: only the run's config is needed
+            if not (local / "config.yaml").is_file():
+                self._pull(local, ["config.yaml"])
+            return ckpt.find_checkpoint(local, which)
+        if name is None:
+            if not (local / "config.yaml").is_file():
+                self._pull(local, ["config.yaml", "metrics.jsonl"] if metrics else ["config.yaml"])
+            return mine
+        meta_rel = f"checkpoints/{name}/meta.json"
+        if mine is not None and (mine / "meta.json").is_file() and self.exists(meta_rel):
+            ours, theirs = (mine / "meta.json").read_bytes(), self.read_bytes(meta_rel)
+            if ours == theirs or _meta_step(ours) > _meta_step(theirs):
+                if ours != theirs:
+                    logger.warning(
+                        "staging dir %s holds %s at step %d, newer than %s in %s; using it",
+                        local,
+                        mine.name,
+                        _meta_step(ours),
+                        name,
+                        self.uri,
+                    )
+                else:
+                    self._checkpoints[f"checkpoints/{mine.name}"] = ours
+                return mine
+        path = self._download_checkpoint(name, local)
+        self._pull(local, ["config.yaml", "metrics.jsonl"] if metrics else ["config.yaml"])
+        if which == "latest":
+            self.download_file(pointer, local / pointer)
+            if "best" in self.remote_checkpoints()[0] and not self._local_matches(local, "best"):
+                try:
+                    self._download_checkpoint("best", local)
+                except ckpt.CheckpointError as err:
+                    logger.warning("not restoring the best checkpoint: %s", err)
+        logger.info("restored %s from %s into %s", name, self.uri, local)
+        return path
+
+    def check_new_run(self) -> None:
+        """Raise ``ConfigError`` when the remote already holds a run (a checkpoint pointer)."""
+        if self.exists("checkpoints/latest"):
+            raise ConfigError(
+                f"run directory {self.uri} already holds a run (checkpoints/latest exists); pass "
+                "--resume to continue it, or choose another --run-dir"
+            )
+
+    def prepare(
+        self, local: Path, resume: bool = False, replay: str | None = None, new_run: bool = True
+    ) -> Path | None:
+        """Open the staging dir ``local`` for a run writing to this storage.
+
+        With ``resume``: :meth:`restore` the latest checkpoint (and replay under ``replay``).
+        Otherwise the staging dir is emptied (it is only a cache of the remote), and what a local
+        run directory would carry over is downloaded: ``metrics.jsonl`` and the replay chunks.
+
+        Args:
+            new_run: refuse a remote that already holds a checkpoint (a new training run must
+                not mix with an old one; ``--resume`` continues it).
+
+        Returns:
+            The restored local checkpoint (resume only), or None.
+
+        Raises:
+            ConfigError: for ``new_run`` on a remote that holds a run.
+        """
+        if resume:
+            return self.restore(local, "latest", replay, metrics=True)
+        if new_run:
+            self.check_new_run()
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True, exist_ok=True)
+        self._pull(local, ["metrics.jsonl"])
+        if replay is not None:
+            self.download_chunks(replay, local / replay)
+        return None
+
+    # -- replay chunk files ------------------------------------------------------------------
+
+    def _remote_chunks(self, rel: str) -> set[str]:
+        known = self._chunks.get(rel)
+        if known is None:
+            known = {
+                name
+                for name in self.list_files(rel)
+                if "/" not in name and name.endswith(chunkfile.SUFFIX)
+            }
+            self._chunks[rel] = known
+        return known
+
+    def download_chunks(self, rel: str, local_dir: Path) -> int:
+        """Download the chunk files under ``rel`` that ``local_dir`` lacks; returns how many.
+
+        Files already there (a staging dir that survived, e.g. a shard restarted on its node)
+        are kept. Remote files older than the newest local one are not fetched: the local
+        replay evicted them since the last sync (eviction is oldest first), and the next sync
+        deletes them remotely. Files quarantined locally (``corrupt/``) are not fetched again.
+        """
+        known = self._remote_chunks(rel)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        finished, _ = chunkfile.list_chunk_files(local_dir)
+        newest = max((_chunk_seq(path.name) for path in finished), default=-1)
+        missing = [
+            name
+            for name in sorted(known)
+            if _chunk_seq(name) > newest
+            and not (local_dir / name).exists()
+            and not (local_dir / "corrupt" / name).exists()
+        ]
+        for name in missing:
+            self.download_file(f"{rel}/{name}", local_dir / name)
+        if missing:
+            logger.info(
+                "replay: downloaded %d chunk files from %s", len(missing), self.display(rel)
+            )
+        return len(missing)
+
+    def sync_chunks(self, local_dir: Path, rel: str) -> tuple[int, int]:
+        """Upload new chunk files of ``local_dir`` to ``rel`` and delete the remote copies of
+        evicted ones; returns ``(uploaded, deleted)``.
+
+        Chunk files never change once written, so a name known to be uploaded is never sent
+        again. Quarantined files (``corrupt/``) keep their remote copy.
+        """
+        known = self._remote_chunks(rel)
+        finished, _ = chunkfile.list_chunk_files(local_dir)
+        names = {path.name for path in finished}
+        new = sorted(names - known)
+        for name in new:
+            self.upload_file(local_dir / name, f"{rel}/{name}")
+            known.add(name)
+        gone = sorted(n for n in known - names if not (local_dir / "corrupt" / n).exists())
+        for name in gone:
+            self.delete_file(f"{rel}/{name}")
+            known.discard(name)
+        return len(new), len(gone)
