@@ -33,6 +33,9 @@ class RunConfig:
     """Output directory. Empty: ``runs/<name>``."""
     device: str = "auto"
     """Torch device for learners: auto, cpu, cuda, cuda:N."""
+    compile: bool = False
+    """``torch.compile`` the model's per-step functions (Dreamer: the RSSM's GRU step and
+    latent heads), which fuses their many small ops; costs a compile at the first update."""
     checkpoint_every: int = 0
     """Env steps between checkpoints; 0 checkpoints only at the end."""
 

@@ -87,3 +87,27 @@ def test_sample_onehot_draws_from_probs_with_straight_through_gradients() -> Non
     weights = torch.arange(4.0)
     (grad,) = torch.autograd.grad((sample_onehot(probs) * weights).sum(), [probs])
     assert torch.equal(grad, weights.expand(2, 4))
+
+
+def test_compiled_steps_sample_the_same_latents_with_the_same_gradients() -> None:
+    """run.compile=true compiles the GRU step and the heads; sampling stays eager, so the
+    compiled RSSM draws the same latents from the same generator, and its stats and gradients
+    match the eager ones to float rounding (through observe, an episode start and imagination)."""
+    eager, compiled = _rssm(), _rssm()
+    compiled.compile_steps()
+    embed, action, is_first = _inputs(batch=3, steps=6)
+    outputs = []
+    for rssm in (eager, compiled):
+        gen = torch.Generator().manual_seed(3)
+        posts, post, prior = rssm.observe(embed, action, is_first, gen=gen)
+        state = State(posts.deter[:, -1], posts.stoch[:, -1])
+        img, img_stats = rssm.img_step(state, action[:, -1], gen)
+        loss = post.square().mean() + prior.square().mean() + img.deter.square().mean()
+        loss.backward()
+        grads = [p.grad.clone() for p in rssm.parameters() if p.grad is not None]
+        outputs.append((posts.stoch, img.stoch, post, prior, img_stats, *grads))
+    for a, b in zip(*outputs, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-5)
+    assert torch.equal(outputs[0][0], outputs[1][0]), "different latent samples"
+    assert torch.equal(outputs[0][1], outputs[1][1]), "different imagined samples"

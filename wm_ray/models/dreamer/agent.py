@@ -50,6 +50,8 @@ class DreamerAgent:
             torch.manual_seed(config.run.seed)
             nets = build_networks(self.shapes, self.act.dim, self.act.discrete, cfg)
         self.wm, self.actor, self.critic = nets
+        if config.run.compile:
+            self.wm.rssm.compile_steps()
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         ac = cfg.ac
         self.retnorm = ReturnNormalizer(

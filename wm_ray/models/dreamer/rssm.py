@@ -144,11 +144,21 @@ class RSSM(nn.Module):
         x = self.img_in_norm(self.img_in_stoch(state.stoch) + action_h)
         return self.gru(x, state.deter)
 
+    def _post_stats(self, deter: torch.Tensor, embed_h: torch.Tensor) -> torch.Tensor:
+        return self.obs_stats(self.obs_norm(self.obs_deter(deter) + embed_h))
+
     def _post(
         self, deter: torch.Tensor, embed_h: torch.Tensor, gen: torch.Generator | None
     ) -> tuple[State, torch.Tensor]:
-        stats = self.obs_stats(self.obs_norm(self.obs_deter(deter) + embed_h))
+        stats = self._post_stats(deter, embed_h)
         return State(deter, self._stoch(stats, True, gen)), stats
+
+    def compile_steps(self) -> None:
+        """``torch.compile`` the deterministic per-step functions: the GRU step with its input
+        layer, and the prior and posterior heads. Sampling stays eager (it draws from the
+        caller's generator), so a compiled RSSM samples the same latents as an eager one."""
+        for name in ("_deter_step", "_post_stats", "prior_stats"):
+            setattr(self, name, torch.compile(getattr(self, name), dynamic=False))
 
     def img_step(
         self, state: State, action: torch.Tensor, gen: torch.Generator | None = None
