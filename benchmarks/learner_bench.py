@@ -119,7 +119,7 @@ def time_updates(
 
 def bench(size: str, obs: str, device: str, repeats: int, compile: bool = False) -> dict[str, Any]:
     agent, totals, wm, ac, _ = time_updates(size, obs, device, repeats, compile=False)
-    params = sum(agent.param_counts().values())
+    params = agent.param_counts()["total"]
     update = median(totals)
     floor = dense_floor(params, device, repeats)
     row = {
@@ -179,7 +179,7 @@ def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
         totals.append(time.perf_counter() - start)
         for part, values in parts.items():
             values.append(metrics[f"time/{part}"])
-    params = sum(agent.param_counts().values())
+    params = agent.param_counts()["total"]
     update = median(totals)
     floor = dense_floor(params, device, repeats, rows=b * t)
     return {

@@ -1,8 +1,9 @@
 """Peer benchmark: wm_ray's Dreamer against RLlib's DreamerV3 (Ray 2.60, torch) on the CPU.
 
     python benchmarks/peer_rllib_bench.py [--sizes mini xs] [--batch 16 64] [--repeats 5]
-                                          [--warmup 2] [--threads N] [--skip-learning]
-                                          [--budget-minutes 15] [--target 400] [--out PATH]
+                                          [--warmup 2] [--threads N] [--skip-updates]
+                                          [--skip-learning] [--budget-minutes 15] [--target 400]
+                                          [--rllib-training-ratio 1024 ...] [--merge] [--out PATH]
 
 Both systems run in this one process tree on the same machine in the same run, with the same
 torch intra-op thread count (``--threads``, default: all cores), on the CPU.
@@ -33,15 +34,24 @@ torch intra-op thread count (``--threads``, default: all cores), on the CPU.
    the target or the budget. RLlib: the ``algo.train()`` loop of RLlib's tuned CartPole example
    (``model_size="XS"``, ``training_ratio=1024``, B16 x T64; ``--rllib-learn-size``, and
    ``--rllib-training-ratio R1 R2 ...`` for one run per ratio, e.g. ``1024 32``, 32 being wm_ray's
-   default replayed steps per env step), evaluated on RLlib's own evaluation env runner
-   (``explore=False``, the weights synced from the learner as ``Algorithm.evaluate`` does) every
-   ``--eval-every`` env steps and, since it steps the env slowly, also every
-   ``--rllib-eval-every-seconds``, and once more when the budget runs out. Evaluation time
-   counts in both. Seconds are reported both
-   from the start of the training loop (``loop_s``) and from launch (``wall_s``).
+   default replayed steps per env step; ``--rllib-fragment auto`` sets ``rollout_fragment_length``
+   to B*T / ratio, without which RLlib 2.60 runs every ratio below B*T at B*T, see
+   ``fragment_for``), evaluated on RLlib's own evaluation env runner (``explore=False``, the
+   weights synced from the learner as ``Algorithm.evaluate`` does) every ``--eval-every`` env
+   steps and, since it steps the env slowly, also every ``--rllib-eval-every-seconds``, and once
+   more when the budget runs out. Evaluation time
+   counts in both. Seconds are reported both from the start of the training loop (``loop_s``)
+   and from launch (``wall_s``).
 
-JSON: ``benchmarks/results/<machine>/peer_rllib.json`` (written after part 1 and again after
-part 2) and a summary table ``peer_rllib.md`` beside it.
+JSON: ``benchmarks/results/<machine>/peer_rllib.json`` (written after part 1 and after every
+learning run; ``learning`` lists the runs, each with its ``name``: ``wm_ray``,
+``rllib_ratio<R>[_fragment<F>]``) and a summary table ``peer_rllib.md`` beside it. Every part
+records the machine's CPU seconds meanwhile (``machine_cpu_s``: ``others`` is CPU time of other
+jobs, ``steal`` the hypervisor's), which tells a quiet measurement from a disturbed one.
+``--merge`` keeps what an existing result file holds and this invocation does not redo (e.g.
+rerun only wm_ray's learning run with ``--skip-updates --merge --rllib-training-ratio``); a run
+found disturbed can be moved by hand from ``learning`` to ``disturbed_runs``, which the summary
+lists as not counted.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -124,6 +135,7 @@ def build_rllib(
     training_ratio: float,
     seed: int,
     eval_episodes: int,
+    rollout_fragment_length: int = 1,
 ) -> Any:
     """RLlib's DreamerV3 on CartPole-v1, torch, everything local to this process."""
     from ray.rllib.algorithms.dreamerv3 import DreamerV3Config
@@ -139,7 +151,7 @@ def build_rllib(
             batch_length_T=batch[1],
             training_ratio=training_ratio,
         )
-        .env_runners(num_env_runners=0)
+        .env_runners(num_env_runners=0, rollout_fragment_length=rollout_fragment_length)
         .learners(num_learners=0)
         # An interval this large never triggers RLlib's own schedule, but makes the algorithm
         # build a local evaluation env runner (explore=False), which rllib_eval() samples.
@@ -292,6 +304,7 @@ def bench_updates(
             rllib_update(algo, sample, num_actions)
             wm_ray_update()
         rllib_s, wm_s, wm_wm, wm_ac = [], [], [], []
+        cpu_before = cpu_times()
         threads = set()
         for _ in range(repeats):
             rllib_s.append(rllib_update(algo, sample, num_actions))
@@ -300,6 +313,7 @@ def bench_updates(
             wm_wm.append(metrics["time/world_model"])
             wm_ac.append(metrics["time/actor_critic"])
             threads.add(torch.get_num_threads())
+        machine_cpu_s = cpu_delta(cpu_before)
         rllib_params = rllib_param_counts(algo)
     finally:
         algo.stop()
@@ -323,6 +337,7 @@ def bench_updates(
         "ratio_rllib_to_wm_ray": rllib_ms / wm_ms,
         "goal": GOAL,
         "goal_met": rllib_ms / wm_ms >= GOAL,
+        "machine_cpu_s_during_timing": machine_cpu_s,
     }
 
 
@@ -347,6 +362,7 @@ def learning_summary(
     best = max(evals, key=lambda e: e["eval_return"]) if evals else None
     return {
         "system": name,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "settings": settings,
         "target": target,
         "budget_s": budget_s,
@@ -417,6 +433,7 @@ def learn_wm_ray(args: argparse.Namespace) -> dict[str, Any]:
     budget_s = args.budget_minutes * 60
     metrics = run_dir / "run" / "metrics.jsonl"
     log = (run_dir / "stdout.log").open("w")
+    cpu_before = cpu_times()
     launch = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     evals: list[dict[str, Any]] = []
@@ -475,18 +492,32 @@ def learn_wm_ray(args: argparse.Namespace) -> dict[str, Any]:
         steps,
         wall_s_note="wall_s = loop_s + set-up seconds before the loop (process start, imports, "
         "envs, agent), estimated to within the 1 s poll interval",
+        machine_cpu_s=cpu_delta(cpu_before),
         **({"error_tail": tail} if failed else {}),
     )
 
 
-def learn_rllib(args: argparse.Namespace, training_ratio: float) -> dict[str, Any]:
+def fragment_for(training_ratio: float, batch: tuple[int, int]) -> int:
+    """Env steps per ``algo.train()`` sample that make RLlib 2.60's DreamerV3 keep
+    ``training_ratio``: its ``training_step`` samples ``rollout_fragment_length`` steps (one env)
+    per iteration and then updates until ``B*T`` per sampled step reach the ratio, at least once.
+    Its check for sampling more reads a top-level ``num_env_steps_trained_lifetime`` that the
+    learner logs under ``learners/__all_modules__``, so it never samples more: with a fragment
+    of 1, every ratio below ``B*T`` runs at ``B*T`` (one update per env step)."""
+    return max(1, round(batch[0] * batch[1] / training_ratio))
+
+
+def learn_rllib(args: argparse.Namespace, training_ratio: float, fragment: int) -> dict[str, Any]:
     """RLlib's DreamerV3 ``algo.train()`` loop until the target or the budget."""
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
 
     budget_s = args.budget_minutes * 60
     batch = (args.rllib_batch[0], args.rllib_batch[1])
+    cpu_before = cpu_times()
     launch = time.perf_counter()
-    algo = build_rllib(args.rllib_learn_size, batch, training_ratio, args.seed, args.eval_episodes)
+    algo = build_rllib(
+        args.rllib_learn_size, batch, training_ratio, args.seed, args.eval_episodes, fragment
+    )
     loop_start = time.perf_counter()
     evals: list[dict[str, Any]] = []
     train_returns: list[float] = []
@@ -543,9 +574,10 @@ def learn_rllib(args: argparse.Namespace, training_ratio: float) -> dict[str, An
         "api": "DreamerV3Config().environment('CartPole-v1').framework('torch').training("
         f"model_size={args.rllib_learn_size!r}, training_ratio={training_ratio:g}, "
         f"batch_size_B={batch[0]}, batch_length_T={batch[1]}), num_env_runners=0, "
-        "num_learners=0; algo.train() loop",
+        f"rollout_fragment_length={fragment}, num_learners=0; algo.train() loop",
         "model_size": args.rllib_learn_size,
         "training_ratio": training_ratio,
+        "rollout_fragment_length": fragment,
         "batch": list(batch),
         "num_envs_per_env_runner": 1,
         "eval": f"{args.eval_episodes} episodes, explore=False, every {args.eval_every} env steps "
@@ -562,12 +594,49 @@ def learn_rllib(args: argparse.Namespace, training_ratio: float) -> dict[str, An
         steps,
         iterations=iterations,
         updates=updates,
+        # replayed steps per env step after the B*T-step prefill: the ratio that really ran
+        effective_training_ratio=updates
+        * batch[0]
+        * batch[1]
+        / max(steps - batch[0] * batch[1], 1),
         build_s=loop_start - launch,
+        machine_cpu_s=cpu_delta(cpu_before),
         best_train_episode_return=max(train_returns) if train_returns else None,
     )
 
 
 # ------------------------------------------------------------------------------------ output
+
+
+def cpu_times() -> dict[str, float]:
+    """Machine-wide CPU seconds so far (Linux ``/proc/stat``; empty elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "idle": (idle + iowait) / tick,
+        "steal": steal / tick,
+        "benchmark": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+    }
+
+
+def cpu_delta(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds of the whole machine since ``before``: ``busy`` (all processes), of it
+    ``benchmark`` (this process and its finished children, e.g. the wm-ray run) and ``others``
+    (the rest: other jobs on the machine, plus Ray's daemons while RLlib runs), ``idle``, and
+    ``steal`` (vCPU time the hypervisor gave to other machines). Large ``others`` or ``steal``
+    mean a distorted timing."""
+    after = cpu_times()
+    delta = {key: round(after[key] - before[key], 2) for key in before if key in after}
+    if "busy" in delta and "benchmark" in delta:
+        delta["others"] = round(max(delta["busy"] - delta["benchmark"], 0.0), 2)
+    return delta
 
 
 def versions() -> dict[str, str]:
@@ -602,8 +671,8 @@ def markdown(result: dict[str, Any]) -> str:
             "alternating repeats",
             "",
             "| size (RLlib / wm_ray) | params RLlib | params wm_ray | RLlib ms | wm_ray ms "
-            "| RLlib / wm_ray | goal >= 3x |",
-            "|---|---|---|---|---|---|---|",
+            "| RLlib / wm_ray | goal >= 3x | CPU s of other jobs |",
+            "|---|---|---|---|---|---|---|---|",
         ]
     for row in result.get("updates", []):
         wm_cfg = " ".join(row["wm_ray_configs"][1:] + row["wm_ray_overrides"])
@@ -611,9 +680,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['rllib_model_size']} / {wm_cfg} | {row['params']['rllib']['total']:,} | "
             f"{row['params']['wm_ray']['total']:,} | {row['rllib_ms_per_update']:,.0f} | "
             f"{row['wm_ray_ms_per_update']:,.0f} | **{row['ratio_rllib_to_wm_ray']:.2f}x** | "
-            f"{'met' if row['goal_met'] else 'not met'} |"
+            f"{'met' if row['goal_met'] else 'not met'} | "
+            f"{row.get('machine_cpu_s_during_timing', {}).get('others', '-')} |"
         )
     if result.get("updates"):
+        verdicts = ", ".join(
+            f"{row['ratio_rllib_to_wm_ray']:.2f}x at {row['rllib_model_size']}"
+            for row in result["updates"]
+        )
+        met = all(row["goal_met"] for row in result["updates"])
+        lines += [
+            "",
+            f"Issue 7 goal, a Dreamer update >= {GOAL:g}x faster than RLlib DreamerV3 at a matched "
+            f"size on the CPU: **{'met' if met else 'not met'}** ({verdicts}).",
+        ]
         lines += ["", "Parameters per part (RLlib / wm_ray):", ""]
         lines.append("| size | " + " | ".join(PARTS) + " |")
         lines.append("|---" * (len(PARTS) + 1) + "|")
@@ -621,24 +701,26 @@ def markdown(result: dict[str, Any]) -> str:
             r, w = row["params"]["rllib"], row["params"]["wm_ray"]
             cells = [f"{r.get(p, 0):,} / {w.get(p, 0):,}" for p in PARTS]
             lines.append(f"| {row['size']} | " + " | ".join(cells) + " |")
-    learning = result.get("learning")
+    learning = [(run["name"], run) for run in result.get("learning") or []]
     if learning:
+        first = learning[0][1]
         lines += [
             "",
-            f"## Time to eval return >= {learning[0]['target']:.0f} on CartPole-v1 "
-            f"(budget {learning[0]['budget_s'] / 60:g} min each)",
+            f"## Time to eval return >= {first['target']:.0f} on CartPole-v1 "
+            f"(budget {first['budget_s'] / 60:g} min each)",
             "",
-            "| system | settings | reached | loop s | wall s | env steps | best eval "
-            "(at steps) | steps done |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | settings | reached | loop s | wall s | env steps | best eval (at steps) "
+            "| steps done | CPU s of other jobs | measured |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for run in learning:
+        for name, run in learning:
             s = run["settings"]
             what = (
                 f"`{s['command']}`"
                 if run["system"] == "wm_ray"
-                else f"{s['model_size']}, ratio {s['training_ratio']:g}, B{s['batch'][0]}xT"
-                f"{s['batch'][1]}"
+                else f"{s['model_size']}, training_ratio {s['training_ratio']:g} (effective "
+                f"{run.get('effective_training_ratio', float('nan')):.0f}), fragment "
+                f"{s.get('rollout_fragment_length', 1)}, B{s['batch'][0]}xT{s['batch'][1]}"
             )
             best = (
                 "-"
@@ -646,13 +728,27 @@ def markdown(result: dict[str, Any]) -> str:
                 else f"{run['best_eval_return']:.1f} ({run['best_eval_env_steps']:,})"
             )
             steps = run["env_steps_to_target"]
+            others = run.get("machine_cpu_s", {}).get("others")
             lines.append(
-                f"| {run['system']} | {what} | {'yes' if run['reached'] else '**not reached**'} | "
+                f"| {name} | {what} | {'yes' if run['reached'] else '**not reached**'} | "
                 f"{fmt_s(run['loop_s_to_target'])} | {fmt_s(run['wall_s_to_target'])} | "
-                f"{'-' if steps is None else f'{steps:,}'} | {best} | {run['env_steps_done']:,} |"
+                f"{'-' if steps is None else f'{steps:,}'} | {best} | {run['env_steps_done']:,} | "
+                f"{'-' if others is None else f'{others:,.0f}'} | {run.get('measured_at', '-')} |"
             )
-        wm = next((r for r in learning if r["system"] == "wm_ray" and r["reached"]), None)
-        for run in learning:
+        notes = [f"- `{name}`: {run['note']}" for name, run in learning if run.get("note")]
+        if notes:
+            lines += ["", *notes]
+        for run in result.get("disturbed_runs") or []:
+            outcome = (
+                f"eval >= {run['target']:g} after {run['wall_s_to_target']:,.0f} s wall, "
+                f"{run['env_steps_to_target']:,} env steps"
+                if run["reached"]
+                else f"not reached, best {run['best_eval_return']}"
+            )
+            lines.append(f"- not counted, `{run['name']}` ({outcome}): {run.get('note', '')}")
+        wm = next((run for name, run in learning if name == "wm_ray"), None)
+        wm = wm if wm is not None and wm["reached"] else None
+        for _, run in learning:
             if wm is not None and run["system"] == "rllib" and run["reached"]:
                 ratio = run["wall_s_to_target"] / wm["wall_s_to_target"]
                 lines += [
@@ -687,9 +783,22 @@ def main() -> None:
     parser.add_argument(
         "--rllib-training-ratio",
         type=float,
-        nargs="+",
+        nargs="*",
         default=[1024.0],
-        help="one RLlib learning run per value (default: its tuned CartPole example's 1024)",
+        help="one RLlib learning run per value (default: its tuned CartPole example's 1024; "
+        "none: no RLlib learning run)",
+    )
+    parser.add_argument(
+        "--rllib-fragment",
+        default="auto",
+        help="rollout_fragment_length of RLlib's learning runs; auto: B*T / ratio, which makes "
+        "ratios below B*T take effect in RLlib 2.60 (see fragment_for); 1: RLlib's default",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the learning runs (and, with --skip-updates, the update timings) of the "
+        "existing result file that this invocation does not redo",
     )
     parser.add_argument("--rllib-batch", nargs=2, type=int, default=[16, 64], metavar=("B", "T"))
     parser.add_argument("--rllib-eval-every-seconds", type=float, default=120.0)
@@ -713,6 +822,19 @@ def main() -> None:
             "versions": versions(),
         },
     }
+    previous: dict[str, Any] = {}
+    out = (
+        args.out or Path(__file__).resolve().parent / "results" / machine_tag() / "peer_rllib.json"
+    )
+    if args.merge and out.exists():
+        previous = json.loads(out.read_text())
+        if args.skip_updates and previous.get("updates"):
+            result["updates"] = previous["updates"]
+            result["updates_from_previous_run"] = True
+        if previous.get("learning"):
+            result["learning"] = list(previous["learning"])
+        if previous.get("disturbed_runs"):
+            result["disturbed_runs"] = previous["disturbed_runs"]
     started = time.perf_counter()
     result["setup"]["load_avg_at_start"] = list(os.getloadavg())
     if not args.skip_updates:
@@ -735,12 +857,23 @@ def main() -> None:
     if not args.skip_learning:
         result["setup"]["load_avg_before_learning"] = list(os.getloadavg())
         learning_start = time.perf_counter()
-        result["learning"] = []
-        learners: list[Callable[[], dict[str, Any]]] = [partial(learn_wm_ray, args)]
-        learners += [partial(learn_rllib, args, ratio) for ratio in args.rllib_training_ratio]
-        for learn in learners:
-            run = learn()
-            result["learning"].append(run)
+        result.setdefault("learning", [])
+        learners: dict[str, Callable[[], dict[str, Any]]] = {"wm_ray": partial(learn_wm_ray, args)}
+        for ratio in args.rllib_training_ratio:
+            if args.rllib_fragment == "auto":
+                fragment = fragment_for(ratio, (args.rllib_batch[0], args.rllib_batch[1]))
+            else:
+                fragment = int(args.rllib_fragment)
+            name = f"rllib_ratio{ratio:g}" + (f"_fragment{fragment}" if fragment > 1 else "")
+            learners[name] = partial(learn_rllib, args, ratio, fragment)
+        for name, learn in learners.items():
+            run = {"name": name, **learn()}
+            # a rerun replaces the run of the same name (--merge), in its place
+            names = [r["name"] for r in result["learning"]]
+            if name in names:
+                result["learning"][names.index(name)] = run
+            else:
+                result["learning"].append(run)
             print(
                 f"{run['system']}: "
                 + (

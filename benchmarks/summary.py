@@ -67,25 +67,36 @@ def learner_rows(data: dict[str, Any]) -> list[Row]:
 
 def peer_rows(data: dict[str, Any]) -> list[Row]:
     rows = []
-    update = data.get("update")
-    if update:
-        b, t = update["batch"]
+    for u in data.get("updates", []):
+        b, t = u["batch"]
         rows.append(
             (
-                f"Dreamer update vs RLlib DreamerV3 (torch), {update['model_size']}, B{b}xT{t}",
-                f"wm_ray {_ms(update['wm_ray_ms'] / 1000)}",
-                f"RLlib {_ms(update['rllib_ms'] / 1000)}",
-                f"RLlib / wm_ray = {update['rllib_ms'] / update['wm_ray_ms']:.2f}x",
+                f"Dreamer update vs RLlib DreamerV3 (torch) `{u['rllib_model_size']}`, "
+                f"{u['params']['wm_ray']['total'] / 1e6:.2f}M params both, B{b}xT{t}",
+                f"wm_ray {_ms(u['wm_ray_ms_per_update'] / 1000)}",
+                f"RLlib {_ms(u['rllib_ms_per_update'] / 1000)}",
+                f"RLlib / wm_ray = {u['ratio_rllib_to_wm_ray']:.2f}x",
             )
         )
-    for name, result in (data.get("learning") or {}).items():
-        reached = result.get("seconds_to_400")
+    for result in data.get("learning") or []:
+        settings = result.get("settings", {})
+        what = f"CartPole-v1 to eval return {result['target']:.0f}: {result['system']}"
+        if result["system"] == "rllib":
+            ratio = result.get("effective_training_ratio") or settings.get("training_ratio")
+            fragment = settings.get("rollout_fragment_length")
+            what += f" (`{settings.get('model_size')}`, train ratio {ratio:.0f}" + (
+                f", fragment {fragment})" if fragment else ")"
+            )
+        else:
+            what += f" ({settings.get('mode', '').split(' (')[0]}, `make run` defaults)"
         figure = (
-            f"eval 400 after {reached / 60:.1f} min ({_n(result['env_steps_to_400'])} env steps)"
-            if reached is not None
-            else f"not reached in {result['budget_s'] / 60:.0f} min (best {result['best']:.0f})"
+            f"after {result['wall_s_to_target'] / 60:.1f} min, "
+            f"{_n(result['env_steps_to_target'])} env steps"
+            if result["reached"]
+            else f"not reached in {result['budget_s'] / 60:.0f} min "
+            f"(best {result['best_eval_return']:.0f}, {_n(result['env_steps_done'])} env steps)"
         )
-        rows.append((f"CartPole-v1 to eval return 400: {name}", figure, "", ""))
+        rows.append((what, figure, "", ""))
     return rows
 
 
