@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_train_loop import small_config  # the same tiny random-agent run (tests/unit on path)
 
 from wm_ray import checkpoint as ckpt
 from wm_ray.config_io import ConfigError, build_config, load_config
@@ -310,27 +311,6 @@ def test_replay_chunks_sync_evict_and_reload_from_the_remote(tmp_path: Path) -> 
     reloaded = Replay(config, fresh)
     assert len(reloaded) == len(replay) == 96
     assert {c.index for c in reloaded.store.oldest_first()} == set(range(2, 8))
-
-
-def small_config(run_dir: str | Path, steps: int) -> Any:
-    return build_config(
-        ["debug"],
-        [
-            "run.model=random",
-            "env.id=fake:vector-discrete",
-            "env.num_envs=2",
-            f"run.steps={steps}",
-            f"run.run_dir={run_dir}",
-            "run.checkpoint_every=200",
-            "replay.min_size=100",
-            "replay.samples_per_insert=8",
-            "eval.every=300",
-            "eval.episodes=2",
-            "logging.every=100",
-            "logging.progress=false",
-            "logging.tensorboard=false",
-        ],
-    )
 
 
 def test_a_single_process_run_on_a_uri_resumes_on_a_new_machine(
