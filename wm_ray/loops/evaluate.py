@@ -58,21 +58,11 @@ def evaluate_run(
     staging directory first (:meth:`wm_ray.storage.RunStorage.restore`) and a video is uploaded
     to its ``videos/``.
     """
-    from wm_ray import checkpoint as ckpt
-    from wm_ray.config_io import load_config
-    from wm_ray.loops.setup import make_vector_env
+    from wm_ray.loops.setup import make_vector_env, open_checkpoint
     from wm_ray.media import write_video
     from wm_ray.registry import create_model
-    from wm_ray.storage import resolve_run_dir
 
-    local, storage = resolve_run_dir(run_dir)
-    if storage is not None:
-        storage.restore(local, which)
-    config = load_config(local)
-    path = ckpt.find_checkpoint(local, which)
-    if path is None:
-        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to evaluate")
-    ckpt.verify_checkpoint(path)
+    (local, storage), config, path = open_checkpoint(run_dir, which, "evaluate")
     venv = make_vector_env(
         config.env, seed=config.run.seed + 2 * 10**6, num_envs=config.eval.num_envs
     )

@@ -104,23 +104,13 @@ def play_run(
         predicted rewards), ``real_return``, ``dream_end`` (first predicted termination step or
         None), ``checkpoint``, ``actions``.
     """
-    from wm_ray import checkpoint as ckpt
-    from wm_ray.config_io import load_config
-    from wm_ray.loops.setup import make_vector_env
+    from wm_ray.loops.setup import make_vector_env, open_checkpoint
     from wm_ray.media import write_video
     from wm_ray.registry import create_model
-    from wm_ray.storage import resolve_run_dir
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    local, storage = resolve_run_dir(run_dir)
-    if storage is not None:
-        storage.restore(local, which)
-    config = load_config(local)
-    path = ckpt.find_checkpoint(local, which)
-    if path is None:
-        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to play")
-    ckpt.verify_checkpoint(path)
+    (local, storage), config, path = open_checkpoint(run_dir, which, "play")
     venv = make_vector_env(config.env, seed=config.run.seed + 3 * 10**6, num_envs=1)
     try:
         agent: Any = create_model(config.run.model, venv.obs_space, venv.act_space, config)

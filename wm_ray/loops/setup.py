@@ -6,10 +6,13 @@ import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wm_ray.config import Config, EnvConfig
 from wm_ray.envs.vector import EnvFactory, VectorEnv
+
+if TYPE_CHECKING:
+    from wm_ray.storage import RunStorage
 
 _VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
 
@@ -59,3 +62,30 @@ def run_dir(config: Config) -> Path:
 
     location = run_location(config)
     return staging_dir(location) if isinstance(location, str) else location
+
+
+def open_checkpoint(
+    run_dir: str | Path, which: str, purpose: str
+) -> tuple[tuple[Path, RunStorage | None], Config, Path]:
+    """``((local dir, storage), config, verified checkpoint)`` of a run, for eval and play.
+
+    ``run_dir`` is a path or a filesystem URI; a URI run is first restored into its staging
+    directory (``storage`` is then its :class:`~wm_ray.storage.RunStorage`, else None).
+
+    Raises:
+        CheckpointError: the run has no checkpoint ``which`` (the message names ``purpose``,
+            e.g. "evaluate"), or the checkpoint is incomplete or corrupt.
+    """
+    from wm_ray import checkpoint as ckpt
+    from wm_ray.config_io import load_config
+    from wm_ray.storage import resolve_run_dir
+
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        storage.restore(local, which)
+    config = load_config(local)
+    path = ckpt.find_checkpoint(local, which)
+    if path is None:
+        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to {purpose}")
+    ckpt.verify_checkpoint(path)
+    return (local, storage), config, path
