@@ -65,14 +65,9 @@ test: lint typecheck
 # Wall-clock budget of each system's CartPole learning run in the RLlib peer benchmark.
 PEER_BUDGET_MINUTES ?= 15
 
+# The steps are listed in benchmarks/suite.py (also run by `wm-ray bench`).
 bench: $(STAMP)
-	$(PY) benchmarks/replay_bench.py
-	$(PY) benchmarks/learner_bench.py --compile
-	$(PY) benchmarks/runtime_bench.py
-	$(PY) benchmarks/iris_bench.py
-	$(PY) -m benchmarks.iris_tokenizer_bench
-	$(PY) benchmarks/peer_rllib_bench.py --budget-minutes $(PEER_BUDGET_MINUTES)
-	$(PY) -m benchmarks.summary
+	$(PY) -m benchmarks.suite --peer-budget-minutes $(PEER_BUDGET_MINUTES)
 
 # docker-compose cluster (docker/compose.yaml): compose v2 plugin if present, else Debian's v1.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)

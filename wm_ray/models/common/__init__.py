@@ -4,6 +4,7 @@
 - ``distributions``: unimix one-hot categoricals, categorical latents, the bounded-normal
   action distribution and a stable Bernoulli.
 - ``returns``: lambda-returns and the percentile return normalizer.
+- ``onehot``: Linear layers over features with a one-hot tail (the categorical latent).
 - ``nets``: MLP, conv encoder / decoder, init helpers.
 - ``optim``: Adam with gradient clipping, AGC, warmup and metrics.
 
@@ -31,6 +32,7 @@ from wm_ray.models.common.nets import (
     postprocess_image,
     preprocess_image,
 )
+from wm_ray.models.common.onehot import Features, OneHotInput, onehot_matmul
 from wm_ray.models.common.optim import Optimizer
 from wm_ray.models.common.returns import ReturnNormalizer, lambda_returns
 from wm_ray.models.common.transforms import (
@@ -51,7 +53,9 @@ __all__ = [
     "ChannelNorm",
     "ConvDecoder",
     "ConvEncoder",
+    "Features",
     "OneHotCategorical",
+    "OneHotInput",
     "Optimizer",
     "ReturnNormalizer",
     "TwoHot",
@@ -62,6 +66,7 @@ __all__ = [
     "init_fan_avg_",
     "init_zero_",
     "lambda_returns",
+    "onehot_matmul",
     "postprocess_image",
     "preprocess_image",
     "symexp",

@@ -17,6 +17,7 @@ validation overhead); all math runs in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -39,14 +40,24 @@ class OneHotCategorical:
     def __init__(self, logits: torch.Tensor, unimix: float = 0.01) -> None:
         if not 0.0 <= unimix < 1.0:
             raise ValueError(f"unimix must be in [0, 1), got {unimix}")
-        logits = logits.float()
+        self._raw = logits.float()
+        self.unimix = unimix
         self.classes = logits.shape[-1]
-        if unimix > 0.0:
-            self.probs = (1.0 - unimix) * torch.softmax(logits, -1) + unimix / self.classes
-            self.logits = torch.log(self.probs)
-        else:
-            self.logits = torch.log_softmax(logits, -1)
-            self.probs = self.logits.exp()
+
+    @functools.cached_property
+    def probs(self) -> torch.Tensor:
+        """``(..., K)`` probabilities after unimix (computed on first use)."""
+        if self.unimix > 0.0:
+            return (1.0 - self.unimix) * torch.softmax(self._raw, -1) + self.unimix / self.classes
+        return torch.softmax(self._raw, -1)
+
+    @functools.cached_property
+    def logits(self) -> torch.Tensor:
+        """``(..., K)`` normalized log-probabilities (computed on first use: sampling needs
+        only :attr:`probs`)."""
+        if self.unimix > 0.0:
+            return torch.log(self.probs)
+        return torch.log_softmax(self._raw, -1)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A one-hot sample ``(..., K)``; gradients flow to the probabilities (straight-through)."""

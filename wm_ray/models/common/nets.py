@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from wm_ray.models.common.onehot import Features, OneHotInput, linear
+
 
 def init_fan_avg_(module: nn.Module) -> nn.Module:
     """Truncated-normal (+-2 std) ``1 / fan_avg`` init of every Linear/Conv weight; zero biases."""
@@ -101,10 +103,19 @@ class MLP(nn.Module):
         self.out_dim = out_dim if out_dim is not None else last
         init_fan_avg_(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., in_dim) -> (..., out_dim)``."""
-        x = self.trunk(x)
-        return self.out(x) if self.out is not None else x
+    def forward(self, x: Features) -> torch.Tensor:
+        """``(..., in_dim) -> (..., out_dim)``; a :class:`OneHotInput` enters the first layer
+        through :func:`~wm_ray.models.common.onehot.linear`."""
+        if isinstance(x, OneHotInput):
+            layers = [*self.trunk, *([self.out] if self.out is not None else [])]
+            first = layers[0]
+            assert isinstance(first, nn.Linear)
+            h = linear(first, x)
+            for layer in layers[1:]:
+                h = layer(h)
+            return h
+        h = self.trunk(x)
+        return self.out(h) if self.out is not None else h
 
 
 class ChannelNorm(nn.LayerNorm):

@@ -17,6 +17,8 @@ output layer) predict exactly 0.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,7 +116,15 @@ class TwoHotDist:
             )
         self.logits = logits.float()
         self.bins = bins
-        self.probs = torch.softmax(self.logits, -1)
+
+    @functools.cached_property
+    def probs(self) -> torch.Tensor:
+        """``(..., K)`` bin probabilities (computed on first use)."""
+        return torch.softmax(self.logits, -1)
+
+    @functools.cached_property
+    def _log_probs(self) -> torch.Tensor:
+        return torch.log_softmax(self.logits, -1)
 
     def mean(self) -> torch.Tensor:
         """The predicted value ``(...)``: the expectation of the bins (differentiable)."""
@@ -129,7 +139,7 @@ class TwoHotDist:
 
         Computed from the two bins' log-probabilities (gather), not a dense ``(..., K)`` target.
         """
-        logp = torch.log_softmax(self.logits, -1)
+        logp = self._log_probs
         below, above, w_above = twohot_indices(target, self.bins)
         lp_below = logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
         lp_above = logp.gather(-1, above.unsqueeze(-1)).squeeze(-1)

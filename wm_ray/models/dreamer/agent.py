@@ -125,7 +125,7 @@ class DreamerAgent:
             )
         embed = self.wm.encoder(obs_tensors(obs, self.shapes, self.device, lead=1))
         state, _ = self.wm.rssm.obs_step(state, prev_action, embed, is_first, self.gen)
-        dist = self.actor(self.wm.rssm.feat(state))
+        dist = self.actor(self.wm.rssm.features(state))
         action = dist.sample(self.gen) if mode == "explore" else dist.mode()
         if self.act.discrete:
             env_action = (action.argmax(-1) + self.act.start).cpu().numpy().astype(np.int64)
@@ -154,7 +154,7 @@ class DreamerAgent:
         model_stats = self.model_opt.step(wm_loss)
         synchronize(self.device)
         mid_time = time.perf_counter()
-        start = State(posts.deter.detach().flatten(0, 1), posts.stoch.detach().flatten(0, 1))
+        start = posts.map(lambda x: x.detach().flatten(0, 1))
         start_cont = (~data.is_terminal).flatten().float()
         with torch.set_grad_enabled(self.dynamics):
             traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)

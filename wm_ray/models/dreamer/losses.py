@@ -30,7 +30,9 @@ import torch
 
 from wm_ray.models.common import (
     BoundedNormal,
+    Features,
     OneHotCategorical,
+    OneHotInput,
     ReturnNormalizer,
     TwoHotDist,
     lambda_returns,
@@ -40,6 +42,7 @@ from wm_ray.models.common import (
 from wm_ray.models.dreamer.config import ActorCriticConfig, LossConfig
 from wm_ray.models.dreamer.latents import Latent, latent_kl
 from wm_ray.models.dreamer.networks import Actor, Critic, State, WorldModel
+from wm_ray.models.dreamer.rssm import stack_states
 
 Metrics = dict[str, torch.Tensor]
 
@@ -101,7 +104,7 @@ def world_model_loss(
     posts, post_stats, prior_stats = wm.rssm.observe(
         embed, data.prev_action, data.is_first, gen=gen
     )
-    feat = wm.rssm.feat(posts)
+    feat = wm.rssm.features(posts)
     dyn, rep, kl = kl_losses(post_stats, prior_stats, wm.rssm.dist, cfg.free_bits)
     terms = {"dyn": dyn, "rep": rep}
     scales = {"dyn": cfg.dyn_scale, "rep": cfg.rep_scale}
@@ -141,7 +144,8 @@ class Imagined(NamedTuple):
     """An imagined trajectory of ``N`` starts and ``H`` steps.
 
     Attributes:
-        feat: ``(N, H + 1, F)`` model states ``s_0 .. s_H``.
+        feat: ``(N, H + 1, F)`` model states ``s_0 .. s_H`` (a ``OneHotInput`` for categorical
+            latents: ``RSSM.features``).
         action: ``(N, H, A)`` actions ``a_0 .. a_{H-1}`` (raw samples).
         reward: ``(N, H)`` predicted rewards of ``s_t -> s_{t+1}`` (from ``s_{t+1}``).
         cont: ``(N, H + 1)`` continue flags: ``c_0`` from the data, then predicted.
@@ -150,7 +154,7 @@ class Imagined(NamedTuple):
             the actor's parameters (computed on detached states; reused by the actor loss).
     """
 
-    feat: torch.Tensor
+    feat: Features
     action: torch.Tensor
     reward: torch.Tensor
     cont: torch.Tensor
@@ -172,19 +176,21 @@ def imagine(
     dynamics, rewards and values (used by dynamics backprop; wrap in ``torch.no_grad`` else:
     the actor outputs keep their gradient either way).
     """
+    rssm = wm.rssm
     state = start
-    feats = [wm.rssm.feat(state)]
+    states = [state]
     actions, outs = [], []
     for _ in range(cfg.horizon):
         with torch.enable_grad():
-            outs.append(actor.net(feats[-1].detach()))
+            outs.append(actor.net(rssm.features(state.map(torch.Tensor.detach))))
         action = actor.dist(outs[-1]).sample(gen)
         actions.append(action)
-        state, _ = wm.rssm.img_step(state, model_action(action, actor.discrete), gen)
-        feats.append(wm.rssm.feat(state))
-    feat = torch.stack(feats, 1)
-    reward = wm.reward_dist(feat[:, 1:]).mean()
-    logits = wm.cont_logits(feat[:, 1:])
+        state, _ = rssm.img_step(state, model_action(action, actor.discrete), gen)
+        states.append(state)
+    feat = rssm.features(stack_states(states))
+    after = feat.map(lambda x: x[:, 1:]) if isinstance(feat, OneHotInput) else feat[:, 1:]
+    reward = wm.reward_dist(after).mean()
+    logits = wm.cont_logits(after)
     pred_cont = (logits > 0).float() if cfg.imag_cont == "mode" else torch.sigmoid(logits)
     cont = torch.cat([start_cont[:, None].to(pred_cont), pred_cont], 1)
     weight = torch.cumprod(cfg.gamma * cont.detach(), 1) / cfg.gamma

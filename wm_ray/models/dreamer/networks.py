@@ -9,7 +9,9 @@
 - :class:`Actor`: unimix categorical (discrete) or :class:`BoundedNormal` (continuous).
 - :class:`Critic`: two-hot value head, zero-initialized output.
 
-All heads read the model state ``feat = [h, z]`` with any leading dims, e.g. ``(B, T, F)``.
+All heads read the model state ``feat = [h, z]`` with any leading dims, e.g. ``(B, T, F)``:
+a tensor, or a :class:`~wm_ray.models.common.OneHotInput` (``RSSM.features``) whose one-hot
+``z`` the first layers read by gathering weight columns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wm_ray.models.common import (
     BoundedNormal,
     ConvDecoder,
     ConvEncoder,
+    Features,
     OneHotCategorical,
     TwoHot,
     TwoHotDist,
@@ -30,6 +33,7 @@ from wm_ray.models.common import (
     init_zero_,
     symlog,
 )
+from wm_ray.models.common.onehot import dense
 from wm_ray.models.dreamer.config import DreamerConfig
 from wm_ray.models.dreamer.rssm import RSSM, State
 
@@ -106,11 +110,11 @@ class Decoder(nn.Module):
         if "vector" in shapes:
             self.mlp = MLP(feat_dim, shapes["vector"][0], config.units, config.layers)
 
-    def forward(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, feat: Features) -> dict[str, torch.Tensor]:
         """Image means in ``x / 255 - 0.5`` space; vector predictions in symlog space."""
         out = {}
         if self.cnn is not None:
-            out["image"] = self.cnn(feat)
+            out["image"] = self.cnn(dense(feat))
         if self.mlp is not None:
             out["vector"] = self.mlp(feat)
         return out
@@ -139,11 +143,11 @@ class WorldModel(nn.Module):
         self.cont = MLP(feat, 1, config.units, config.layers)
         self.twohot = TwoHot(config.bins)
 
-    def reward_dist(self, feat: torch.Tensor) -> TwoHotDist:
+    def reward_dist(self, feat: Features) -> TwoHotDist:
         """Two-hot reward distribution ``(...)`` of ``feat (..., F)``."""
         return self.twohot(self.reward(feat))
 
-    def cont_logits(self, feat: torch.Tensor) -> torch.Tensor:
+    def cont_logits(self, feat: Features) -> torch.Tensor:
         """Continue logits ``(...)`` of ``feat (..., F)`` (1 = the episode goes on)."""
         return self.cont(feat).squeeze(-1)
 
@@ -164,7 +168,7 @@ class Actor(nn.Module):
         self.ac = config.ac
         self.net = MLP(feat_dim, action_dim * (1 if discrete else 2), config.units, config.layers)
 
-    def forward(self, feat: torch.Tensor) -> OneHotCategorical | BoundedNormal:
+    def forward(self, feat: Features) -> OneHotCategorical | BoundedNormal:
         """The action distribution over ``(..., A)`` for ``feat (..., F)``."""
         return self.dist(self.net(feat))
 
@@ -186,7 +190,7 @@ class Critic(nn.Module):
         init_zero_(self.net.out)
         self.twohot = TwoHot(config.bins)
 
-    def forward(self, feat: torch.Tensor) -> TwoHotDist:
+    def forward(self, feat: Features) -> TwoHotDist:
         """``(...)`` value distribution of ``feat (..., F)``."""
         return self.twohot(self.net(feat))
 

@@ -16,22 +16,49 @@ head outputs ``(..., S * C)`` (logits) or ``(..., 2 * S)`` (Gaussian mean and ra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wm_ray.models.common import CategoricalLatent, init_fan_avg_
+from wm_ray.models.common import (
+    CategoricalLatent,
+    Features,
+    OneHotInput,
+    init_fan_avg_,
+    onehot_matmul,
+)
 from wm_ray.models.dreamer.config import RSSMConfig
-from wm_ray.models.dreamer.latents import GaussianLatent, Latent, sample_onehot
+from wm_ray.models.dreamer.latents import GaussianLatent, Latent, sample_onehot_index
 
 
 class State(NamedTuple):
-    """An RSSM state: ``deter (..., D)`` and the flattened stochastic sample ``stoch (..., Z)``."""
+    """An RSSM state: ``deter (..., D)`` and the flattened stochastic sample ``stoch (..., Z)``.
+
+    ``choice (..., S)``: the class of every categorical group when ``stoch`` is a one-hot sample
+    the RSSM drew (set by the sampling steps; None where unknown, e.g. a hand-built state).
+    With it, layers reading ``stoch`` gather weight columns instead of multiplying by the
+    one-hot (:mod:`wm_ray.models.common.onehot`); results are the same.
+    """
 
     deter: torch.Tensor
     stoch: torch.Tensor
+    choice: torch.Tensor | None = None
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
+        """Apply ``fn`` (detach, flatten, slice) to every field."""
+        choice = None if self.choice is None else fn(self.choice)
+        return State(fn(self.deter), fn(self.stoch), choice)
+
+
+def stack_states(states: list[State], dim: int = 1) -> State:
+    """Stack states along a new ``dim``; the result has ``choice`` only if every state had one."""
+    choices = [s.choice for s in states if s.choice is not None]
+    choice = torch.stack(choices, dim) if len(choices) == len(states) else None
+    deter = torch.stack([s.deter for s in states], dim)
+    return State(deter, torch.stack([s.stoch for s in states], dim), choice)
 
 
 class NormGRUCell(nn.Module):
@@ -52,7 +79,7 @@ class NormGRUCell(nn.Module):
         reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)
-        return update * cand + (1.0 - update) * h
+        return torch.lerp(h, cand, update)  # update * cand + (1 - update) * h
 
 
 def _norm_act(width: int) -> nn.Sequential:
@@ -101,6 +128,13 @@ class RSSM(nn.Module):
         """``(..., D + Z)``: the model state read by decoders, heads, actor and critic."""
         return torch.cat([state.deter, state.stoch], -1)
 
+    def features(self, state: State) -> Features:
+        """:meth:`feat` for the MLP heads, actor and critic: with the sample's classes when
+        known (a :class:`OneHotInput`: the same outputs, fewer multiply-adds), else dense."""
+        if state.choice is None:
+            return self.feat(state)
+        return OneHotInput(state.deter, state.stoch, state.choice)
+
     def dist(self, stats: torch.Tensor) -> Latent:
         """The latent distribution of ``stats``; ``dist(stats.detach())`` stops its gradient."""
         if self.config.latent == "categorical":
@@ -110,11 +144,15 @@ class RSSM(nn.Module):
 
     def _stoch(
         self, stats: torch.Tensor, sample: bool, gen: torch.Generator | None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latent (a sample or the mode) and, for a categorical sample, its classes."""
         dist = self.dist(stats)
         if isinstance(dist, CategoricalLatent):
-            return (sample_onehot(dist.probs, gen) if sample else dist.mode()).flatten(-2)
-        return dist.sample(gen) if sample else dist.mode()
+            if not sample:
+                return dist.mode().flatten(-2), None
+            onehot, index = sample_onehot_index(dist.probs, gen)
+            return onehot.flatten(-2), index
+        return (dist.sample(gen) if sample else dist.mode()), None
 
     def prior_stats(self, deter: torch.Tensor) -> torch.Tensor:
         """Prior parameters ``(..., stats)`` of ``deter (..., D)`` (batched over any dims)."""
@@ -126,7 +164,7 @@ class RSSM(nn.Module):
             ref = self.img_stats.weight
             return State(ref.new_zeros(n, self.config.deter), ref.new_zeros(n, self.stoch_dim))
         deter = torch.tanh(self.init_deter)[None]
-        stoch = self._stoch(self.prior_stats(deter), sample=False, gen=None)
+        stoch, _ = self._stoch(self.prior_stats(deter), sample=False, gen=None)
         return State(deter.expand(n, -1), stoch.expand(n, -1))
 
     def reset(
@@ -141,7 +179,11 @@ class RSSM(nn.Module):
         return state, torch.where(first, torch.zeros_like(action), action)
 
     def _deter_step(self, state: State, action_h: torch.Tensor) -> torch.Tensor:
-        x = self.img_in_norm(self.img_in_stoch(state.stoch) + action_h)
+        if state.choice is None:
+            stoch_h = self.img_in_stoch(state.stoch)
+        else:
+            stoch_h = onehot_matmul(state.stoch, state.choice, self.img_in_stoch.weight)
+        x = self.img_in_norm(stoch_h + action_h)
         return self.gru(x, state.deter)
 
     def _post_stats(self, deter: torch.Tensor, embed_h: torch.Tensor) -> torch.Tensor:
@@ -151,7 +193,7 @@ class RSSM(nn.Module):
         self, deter: torch.Tensor, embed_h: torch.Tensor, gen: torch.Generator | None
     ) -> tuple[State, torch.Tensor]:
         stats = self._post_stats(deter, embed_h)
-        return State(deter, self._stoch(stats, True, gen)), stats
+        return State(deter, *self._stoch(stats, True, gen)), stats
 
     def compile_steps(self) -> None:
         """``torch.compile`` the deterministic per-step functions: the GRU step with its input
@@ -166,7 +208,7 @@ class RSSM(nn.Module):
         """One prior step ``(N, ...)``: returns the next state (sampled prior) and prior stats."""
         deter = self._deter_step(state, self.img_in_action(action))
         stats = self.prior_stats(deter)
-        return State(deter, self._stoch(stats, True, gen)), stats
+        return State(deter, *self._stoch(stats, True, gen)), stats
 
     def obs_step(
         self,
@@ -216,18 +258,22 @@ class RSSM(nn.Module):
         embed_h = self.obs_embed(embed)
         init = self.initial(batch)
         state = init if state is None else state
-        deters, stochs, post_stats = [], [], []
+        posts, post_stats = [], []
+        # On the CPU, skip the reset where no sequence (re)starts and select the initial state
+        # where all do (t = 0 of a replayed batch): fewer ops per step, same states.
+        firsts = is_first.sum(0).tolist() if is_first.device.type == "cpu" else [-1] * steps
         for t in range(steps):
-            first = is_first[:, t, None]
-            state = State(
-                torch.where(first, init.deter, state.deter),
-                torch.where(first, init.stoch, state.stoch),
-            )
+            if firsts[t] == batch:
+                state = init
+            elif firsts[t]:
+                first = is_first[:, t, None]
+                state = State(
+                    torch.where(first, init.deter, state.deter),
+                    torch.where(first, init.stoch, state.stoch),
+                )
             deter = self._deter_step(state, action_h[:, t])
             state, stats = self._post(deter, embed_h[:, t], gen)
-            deters.append(state.deter)
-            stochs.append(state.stoch)
+            posts.append(state)
             post_stats.append(stats)
-        deter_seq = torch.stack(deters, 1)
-        posts = State(deter_seq, torch.stack(stochs, 1))
-        return posts, torch.stack(post_stats, 1), self.prior_stats(deter_seq)
+        seq = stack_states(posts)
+        return seq, torch.stack(post_stats, 1), self.prior_stats(seq.deter)

@@ -1,0 +1,236 @@
+"""`wm-ray bench` / `python -m benchmarks.suite`: one list of benchmark steps, run as `make bench`.
+
+No benchmark runs here: the suite is exercised with --dry-run, and its runner with injected
+steps that are one-line `python -c` commands.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import suite  # noqa: E402
+from wm_ray import cli  # noqa: E402
+
+MAKE_BENCH = [  # what `make bench` ran before the suite existed, in order
+    ("replay", ["benchmarks/replay_bench.py"]),
+    ("learner", ["benchmarks/learner_bench.py", "--compile"]),
+    ("runtime", ["benchmarks/runtime_bench.py"]),
+    ("iris", ["benchmarks/iris_bench.py"]),
+    ("iris_tokenizer", ["-m", "benchmarks.iris_tokenizer_bench"]),
+    ("peer", ["benchmarks/peer_rllib_bench.py", "--budget-minutes", "15"]),
+    ("summary", ["-m", "benchmarks.summary"]),
+]
+
+
+def run_suite(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def planned(stdout: str) -> list[tuple[str, str]]:
+    """(step name, command) of each step a suite run printed."""
+    lines = stdout.splitlines()
+    return [
+        (line.split("] ", 1)[1].split(":", 1)[0], lines[i + 1].strip().removeprefix("$ "))
+        for i, line in enumerate(lines)
+        if line.startswith("==> [")
+    ]
+
+
+def names(steps: list[suite.Step]) -> list[str]:
+    return [step.name for step in steps]
+
+
+def test_dry_run_lists_every_step_in_order_as_make_bench_did() -> None:
+    result = run_suite("--dry-run")
+    assert result.returncode == 0, result.stderr
+    expected = [(name, " ".join([sys.executable, *argv])) for name, argv in MAKE_BENCH]
+    assert planned(result.stdout) == expected
+    assert "dry run" in result.stdout
+
+
+def test_makefile_bench_runs_the_suite() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nbench: $(STAMP)\n", 1)[1].split("\n\n", 1)[0]
+    assert recipe == "\t$(PY) -m benchmarks.suite --peer-budget-minutes $(PEER_BUDGET_MINUTES)"
+    assert "\nPEER_BUDGET_MINUTES ?= 15\n" in makefile
+
+
+@pytest.mark.parametrize(
+    ("only", "skip", "expected"),
+    [
+        (["learner"], [], ["learner", "summary"]),  # summary is implicit and runs last
+        (["summary", "iris", "replay"], [], ["replay", "iris", "summary"]),  # suite order
+        (["learner"], ["summary"], ["learner"]),
+        (["summary"], [], ["summary"]),
+        (
+            None,
+            ["peer"],
+            ["replay", "learner", "runtime", "iris", "iris_tokenizer", "summary"],
+        ),
+        (["learner", "peer"], ["peer"], ["learner", "summary"]),
+    ],
+)
+def test_only_and_skip_select_steps(
+    only: list[str] | None, skip: list[str], expected: list[str]
+) -> None:
+    assert names(suite.build_steps(only, skip)) == expected
+
+
+def test_only_and_skip_reach_the_command_line() -> None:
+    result = run_suite("--dry-run", "--only", "learner")
+    assert [name for name, _ in planned(result.stdout)] == ["learner", "summary"]
+    result = run_suite("--dry-run", "--skip", "peer")
+    steps = [name for name, _ in planned(result.stdout)]
+    assert "peer" not in steps and steps[-1] == "summary" and len(steps) == 6
+
+
+@pytest.mark.parametrize("option", ["--only", "--skip"])
+def test_unknown_step_names_it_and_the_valid_ones(option: str) -> None:
+    with pytest.raises(ValueError, match=r"'lerner' in " + option):
+        if option == "--only":
+            suite.build_steps(only=["lerner"])
+        else:
+            suite.build_steps(skip=["lerner"])
+    result = run_suite("--dry-run", option, "learner", "lerner")
+    assert result.returncode == 2
+    assert "unknown benchmark step 'lerner'" in result.stderr
+    assert "valid steps: " + ", ".join(suite.STEP_NAMES) in result.stderr
+    assert "==>" not in result.stdout  # nothing planned, let alone run
+
+
+def test_peer_budget_reaches_the_peer_command() -> None:
+    result = run_suite("--dry-run", "--only", "peer", "--peer-budget-minutes", "3")
+    assert result.returncode == 0, result.stderr
+    assert planned(result.stdout) == [
+        ("peer", f"{sys.executable} benchmarks/peer_rllib_bench.py --budget-minutes 3"),
+        ("summary", f"{sys.executable} -m benchmarks.summary"),
+    ]
+    (peer,) = suite.build_steps(["peer"], ["summary"], peer_budget_minutes=2.5)
+    assert peer.argv[-2:] == ("--budget-minutes", "2.5")
+    with pytest.raises(ValueError, match="must be positive"):
+        suite.build_steps(peer_budget_minutes=0)
+
+
+def test_cli_bench_dry_run_prints_the_suite_commands(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    args = ["--dry-run", "--only", "learner", "peer", "--peer-budget-minutes", "3"]
+    assert cli.main(["bench", *args]) == 0
+    out = capfd.readouterr().out
+    assert out == run_suite(*args).stdout
+    assert [name for name, _ in planned(out)] == ["learner", "peer", "summary"]
+    assert "--budget-minutes 3" in out
+
+    assert cli.main(["bench", "--dry-run", "--skip", "peer", "summary"]) == 0
+    out = capfd.readouterr().out
+    assert [name for name, _ in planned(out)] == [n for n, _ in MAKE_BENCH[:5]]
+
+
+def test_cli_bench_passes_the_suite_exit_code(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["bench", "--dry-run", "--skip", "nosuch"]) == 2
+    assert "unknown benchmark step 'nosuch'" in capfd.readouterr().err
+
+
+def test_cli_bench_finds_the_checkout_from_the_package_when_cwd_is_elsewhere(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_package_parent", lambda: ROOT)
+    assert cli.main(["bench", "--dry-run", "--only", "replay"]) == 0
+    assert f"benchmark suite in {ROOT}: replay, summary" in capfd.readouterr().out
+
+
+def test_cli_bench_looks_in_the_current_directory_first(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(cli, "_package_parent", lambda: tmp_path)
+    assert cli.main(["bench", "--dry-run", "--only", "replay"]) == 0
+    assert f"benchmark suite in {ROOT}: replay, summary" in capfd.readouterr().out
+
+
+def test_cli_bench_without_a_checkout_says_so(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "benchmarks").mkdir()  # a benchmarks/ without the suite is not a checkout
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_package_parent", lambda: site)
+    assert cli.main(["bench", "--dry-run"]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "wm-ray: error: wm-ray bench needs a source checkout: benchmarks/ not found in "
+        f"{tmp_path} or {site}; clone the repository and run it there\n"
+    )
+
+
+def exit_step(name: str, code: int) -> suite.Step:
+    """A step that writes ``<name>.ran`` into its working directory and exits ``code``."""
+    script = f"open('{name}.ran', 'w').close(); raise SystemExit({code})"
+    return suite.Step(name, ("-c", script), f"exits {code}")
+
+
+def ran(root: Path) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.ran"))
+
+
+def test_run_steps_stops_at_the_first_failure(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    steps = [exit_step("a", 0), exit_step("b", 3), exit_step("c", 0), exit_step("d", 0)]
+    assert suite.run_steps(steps, root=tmp_path) == 1
+    assert ran(tmp_path) == ["a", "b"]  # run in root, and nothing after the failure
+    captured = capfd.readouterr()
+    assert "<== a: ok in " in captured.out and "<== b: FAILED (exit 3) after " in captured.out
+    assert "==> [3/4] c" not in captured.out
+    assert "step 'b' failed (exit 3); stopped, not run: c, d (--keep-going runs them)" in (
+        captured.err
+    )
+
+
+def test_run_steps_keep_going_runs_all_then_fails(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    steps = [exit_step("a", 3), exit_step("b", 0), exit_step("c", 5), exit_step("d", 0)]
+    assert suite.run_steps(steps, root=tmp_path, keep_going=True) == 1
+    assert ran(tmp_path) == ["a", "b", "c", "d"]
+    assert "2 of 4 steps failed: a (exit 3), c (exit 5)" in capfd.readouterr().err
+
+
+def test_run_steps_success_and_dry_run(capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    steps = [exit_step("a", 0), exit_step("b", 0)]
+    assert suite.run_steps(steps, root=tmp_path, dry_run=True) == 0
+    assert ran(tmp_path) == []
+    assert suite.run_steps(steps, root=tmp_path) == 0
+    assert ran(tmp_path) == ["a", "b"]
+    assert "benchmark suite: 2 steps ok in " in capfd.readouterr().out
+
+
+def test_steps_get_the_makefile_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.delenv(key, raising=False)
+    env = suite.child_env()
+    assert env["MUJOCO_GL"] == env["PYOPENGL_PLATFORM"] == "egl"
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert suite.child_env()["PYOPENGL_PLATFORM"] == "osmesa"

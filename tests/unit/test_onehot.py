@@ -1,0 +1,144 @@
+"""The one-hot fast path (``wm_ray.models.common.onehot``): the RSSM's categorical latent read by
+gathering weight columns must give the outputs and gradients of the dense product, and a whole
+imagination + actor-critic step must not change when it is used."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from wm_ray.models.common import MLP, OneHotInput, ReturnNormalizer, onehot_matmul
+from wm_ray.models.dreamer import rssm as rssm_module
+from wm_ray.models.dreamer.config import RSSMConfig
+from wm_ray.models.dreamer.latents import sample_onehot_index
+from wm_ray.models.dreamer.losses import actor_critic_losses, imagine
+from wm_ray.models.dreamer.networks import State, build_networks
+from wm_ray.models.dreamer.testing import DEBUG
+
+GROUPS, CLASSES = 4, 6
+
+
+def _probs(*lead: int, grad: bool = True) -> torch.Tensor:
+    logits = torch.randn(*lead, GROUPS, CLASSES, generator=torch.Generator().manual_seed(0))
+    return torch.softmax(logits, -1).requires_grad_(grad)
+
+
+def test_sampled_choice_is_the_class_of_the_one_hot_and_no_grad_skips_straight_through() -> None:
+    probs = _probs(3, 5)
+    onehot, choice = sample_onehot_index(probs, torch.Generator().manual_seed(1))
+    assert choice.shape == (3, 5, GROUPS) and choice.dtype == torch.int64
+    assert torch.equal(onehot.detach().argmax(-1), choice)
+    assert torch.equal(onehot.detach().sum(-1), torch.ones(3, 5, GROUPS))
+    assert onehot.requires_grad  # straight-through to probs
+    plain, same = sample_onehot_index(probs.detach(), torch.Generator().manual_seed(1))
+    assert not plain.requires_grad and torch.equal(same, choice)
+    assert torch.equal(plain, onehot.detach())
+
+
+@pytest.mark.parametrize("lead", [(7,), (3, 5)])
+def test_onehot_matmul_equals_the_dense_product_with_the_same_gradients(lead) -> None:
+    probs = _probs(*lead)
+    onehot, choice = sample_onehot_index(probs, torch.Generator().manual_seed(2))
+    onehot = onehot.flatten(-2)
+    weight = torch.randn(9, GROUPS * CLASSES, requires_grad=True)
+    upstream = torch.randn(*lead, 9)
+
+    fast = onehot_matmul(onehot, choice, weight)
+    g_probs, g_weight = torch.autograd.grad((fast * upstream).sum(), [probs, weight])
+    dense = onehot @ weight.t()
+    d_probs, d_weight = torch.autograd.grad((dense * upstream).sum(), [probs, weight])
+
+    assert fast.shape == (*lead, 9)
+    torch.testing.assert_close(fast, dense)
+    torch.testing.assert_close(g_probs, d_probs)  # the straight-through gradient
+    torch.testing.assert_close(g_weight, d_weight)
+    assert float(g_probs.abs().sum()) > 0
+
+
+def test_onehot_matmul_refuses_a_size_that_is_not_groups_times_classes() -> None:
+    with pytest.raises(ValueError, match="25 is not a multiple of 4 groups"):
+        onehot_matmul(torch.zeros(2, 25), torch.zeros(2, 4, dtype=torch.int64), torch.zeros(3, 25))
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_mlp_reads_a_onehot_input_like_its_dense_tensor(layers: int) -> None:
+    torch.manual_seed(0)
+    net = MLP(5 + GROUPS * CLASSES, 3, 16, layers)
+    onehot, choice = sample_onehot_index(_probs(8, grad=False), torch.Generator().manual_seed(3))
+    x = OneHotInput(torch.randn(8, 5), onehot.flatten(-2), choice)
+    assert x.shape == (8, 5 + GROUPS * CLASSES)
+    fast = net(x)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), [next(net.parameters())])
+    dense = net(x.tensor())
+    (g_dense,) = torch.autograd.grad(dense.square().sum(), [next(net.parameters())])
+    torch.testing.assert_close(fast, dense)
+    torch.testing.assert_close(g_fast, g_dense)
+
+
+def _strip_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the RSSM forget the classes it samples: every layer then reads the dense one-hot."""
+    real = rssm_module.sample_onehot_index
+
+    def dense_only(probs, generator=None):
+        onehot, _ = real(probs, generator)
+        return onehot, None
+
+    monkeypatch.setattr(rssm_module, "sample_onehot_index", dense_only)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_imagination_and_actor_critic_losses_do_not_change_with_the_fast_path(
+    continuous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ac = dataclasses.replace(DEBUG.ac, horizon=5)
+    rssm = RSSMConfig(deter=32, hidden=32, stoch=4, classes=4)
+    cfg = dataclasses.replace(DEBUG, rssm=rssm, ac=ac)
+    torch.manual_seed(0)
+    wm, actor, critic = build_networks({"vector": (5,)}, 2, not continuous, cfg)
+    slow = build_networks({"vector": (5,)}, 2, not continuous, cfg)[2]
+    assert wm.reward.out is not None and critic.net.out is not None
+    with torch.no_grad():  # non-zero reward and value heads, so returns depend on the states
+        wm.reward.out.weight.normal_(0.0, 0.05)
+        critic.net.out.weight.normal_(0.0, 0.05)
+    is_first = torch.zeros(6, 4, dtype=torch.bool)
+    is_first[:, 0] = True
+    embed = wm.encoder({"vector": torch.randn(6, 4, 5)})
+    action = torch.zeros(6, 4, 2)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(7)
+        posts, _, _ = wm.rssm.observe(embed, action, is_first, gen=gen)
+        start = posts.map(lambda x: x.detach().flatten(0, 1))
+        with torch.set_grad_enabled(continuous):  # dynamics backprop for continuous actions
+            traj = imagine(wm, actor, start, torch.ones(24), cfg.ac, gen)
+        out = actor_critic_losses(
+            traj, actor, critic, slow, ReturnNormalizer(), cfg.ac, dynamics=continuous
+        )
+        params = [*actor.parameters(), *critic.parameters()]
+        grads = torch.autograd.grad(out.actor_loss + out.critic_loss, params, allow_unused=True)
+        feat = traj.feat.tensor() if isinstance(traj.feat, OneHotInput) else traj.feat
+        flat = torch.cat([g.flatten() for g in grads if g is not None])
+        return feat.detach(), traj.reward.detach(), out.actor_loss.detach(), flat, posts.choice
+
+    feat, reward, loss, grads, choice = run()
+    assert choice is not None  # the fast path was taken
+    with monkeypatch.context() as patch:
+        _strip_choices(patch)
+        d_feat, d_reward, d_loss, d_grads, d_choice = run()
+    assert d_choice is None
+    torch.testing.assert_close(feat, d_feat)
+    torch.testing.assert_close(reward, d_reward, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, d_loss, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads, d_grads, rtol=1e-4, atol=1e-5)
+    assert float(grads.abs().sum()) > 0
+
+
+def test_states_built_by_hand_are_read_densely() -> None:
+    cfg = dataclasses.replace(DEBUG, rssm=RSSMConfig(deter=32, hidden=32, stoch=4, classes=4))
+    wm = build_networks({"vector": (5,)}, 2, True, cfg)[0]
+    state = State(torch.randn(3, 32), torch.randn(3, 16))  # not one-hot: no choice, dense
+    assert isinstance(wm.rssm.features(state), torch.Tensor)
+    nxt, _ = wm.rssm.img_step(state, torch.zeros(3, 2))
+    assert nxt.choice is not None and isinstance(wm.rssm.features(nxt), OneHotInput)
