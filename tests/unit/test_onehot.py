@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from wm_ray.models.common import MLP, OneHotInput, ReturnNormalizer, onehot_matmul
+from wm_ray.models.common import MLP, OneHotInput, ReturnNormalizer, onehot, onehot_matmul
 from wm_ray.models.dreamer import rssm as rssm_module
 from wm_ray.models.dreamer.config import RSSMConfig
 from wm_ray.models.dreamer.latents import sample_onehot_index
@@ -18,6 +18,12 @@ from wm_ray.models.dreamer.networks import State, build_networks
 from wm_ray.models.dreamer.testing import DEBUG
 
 GROUPS, CLASSES = 4, 6
+
+
+@pytest.fixture(autouse=True)
+def always_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These sizes are far below the size at which products switch to the gather: force it."""
+    monkeypatch.setattr(onehot, "GATHER_MIN_MACS", 0)
 
 
 def _probs(*lead: int, grad: bool = True) -> torch.Tensor:
@@ -55,6 +61,21 @@ def test_onehot_matmul_equals_the_dense_product_with_the_same_gradients(lead) ->
     torch.testing.assert_close(g_probs, d_probs)  # the straight-through gradient
     torch.testing.assert_close(g_weight, d_weight)
     assert float(g_probs.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("rows", [4, 4096])
+def test_small_products_stay_dense_and_large_ones_gather(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onehot, "GATHER_MIN_MACS", 1 << 20)  # 4 x 24 x 64 below, 4096 above
+    choice = torch.randint(0, CLASSES, (rows, GROUPS))
+    x = torch.nn.functional.one_hot(choice, CLASSES).float().flatten(-2)
+    weight = torch.randn(64, GROUPS * CLASSES)
+    calls = []
+    real = onehot._OneHotMatmul.apply
+    monkeypatch.setattr(onehot._OneHotMatmul, "apply", lambda *a: calls.append(1) or real(*a))
+    torch.testing.assert_close(onehot_matmul(x, choice, weight), x @ weight.t())
+    assert bool(calls) == (rows == 4096)
 
 
 def test_onehot_matmul_refuses_a_size_that_is_not_groups_times_classes() -> None:
