@@ -36,6 +36,16 @@ class RunConfig:
     compile: bool = False
     """``torch.compile`` the model's per-step functions (Dreamer: the RSSM's GRU step and
     latent heads), which fuses their many small ops; costs a compile at the first update."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """``torch.compile`` mode with ``compile``: on a GPU, reduce-overhead also captures the
+    fixed-shape compiled steps as CUDA graphs (one launch per step instead of one per op)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Learner compute precision: bf16 runs the forward passes under ``torch.autocast``
+    (weights, optimizer states, gradients and distribution math stay float32). For GPUs with
+    bf16 (Ampere and newer); CPUs without bf16 instructions get slower."""
+    channels_last: bool = False
+    """Conv encoder and decoder in channels-last memory format (faster convs on GPUs with
+    tensor cores, usually with bf16)."""
     checkpoint_every: int = 0
     """Env steps between checkpoints; 0 checkpoints only at the end."""
 

@@ -194,3 +194,57 @@ def test_bad_spaces_devices_batches_and_checkpoints_fail_with_clear_errors(tmp_p
     _agent(vector_space(4), CONTINUOUS).save(tmp_path / "other")
     with pytest.raises(ValueError, match="do not fit"):
         agent.load(tmp_path / "other")
+
+
+def _run_agent(seed: int = 0, device: str = "cpu", **run: object) -> DreamerAgent:
+    config = root_config(DEBUG, seed, device)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, **run))
+    return DreamerAgent(IMAGE_VECTOR, DISCRETE, config)
+
+
+def _first_update(agent: DreamerAgent) -> dict[str, float]:
+    return agent.train(fake_batch(IMAGE_VECTOR, DISCRETE, 4, 8, seed=3), None)[1]
+
+
+def test_channels_last_convs_give_the_same_update() -> None:
+    plain, fast = _run_agent(), _run_agent(channels_last=True)
+    assert fast.wm.decoder.cnn is not None and fast.wm.encoder.cnn is not None
+    conv = fast.wm.encoder.cnn.net[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    a, b = _first_update(plain), _first_update(fast)
+    for key in ("train/loss/image", "train/loss/model", "train/loss/actor", "train/loss/critic"):
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+
+
+def test_bf16_autocast_runs_the_forward_passes_in_bf16_and_keeps_fp32_weights() -> None:
+    plain, half = _run_agent(), _run_agent(precision="bf16")
+    seen: list[torch.dtype] = []
+    assert half.wm.encoder.mlp is not None
+    half.wm.encoder.mlp.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    a, b = _first_update(plain), _first_update(half)
+    assert seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in half.nets.parameters())
+    assert all(math.isfinite(v) for v in b.values())
+    # bf16 keeps ~3 significant digits: the same losses to a few percent, not bit-equal
+    for key in ("train/loss/image", "train/loss/vector", "train/loss/model"):
+        assert b[key] == pytest.approx(a[key], rel=0.05), key
+    assert b["train/loss/image"] != a["train/loss/image"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "run",
+    [
+        {},
+        {"precision": "bf16", "channels_last": True},
+        {"compile": True, "compile_mode": "reduce-overhead"},
+    ],
+)
+def test_cuda_learner_updates_match_the_cpu_learner(run: dict[str, object]) -> None:
+    cpu, gpu = _run_agent(), _run_agent(device="cuda", **run)
+    batch = fake_batch(IMAGE_VECTOR, DISCRETE, 4, 8, seed=3)
+    for _ in range(3):  # CUDA graphs record on a later call than the first
+        a, b = cpu.train(batch, None)[1], gpu.train(batch, None)[1]
+    rel = 0.05 if run.get("precision") == "bf16" else 1e-3
+    for key in ("train/loss/image", "train/loss/vector", "train/loss/model"):
+        assert b[key] == pytest.approx(a[key], rel=rel), key

@@ -31,6 +31,7 @@ from wm_ray.models.common.nets import (
     init_zero_,
     postprocess_image,
     preprocess_image,
+    use_channels_last,
 )
 from wm_ray.models.common.onehot import Features, OneHotInput, onehot_matmul
 from wm_ray.models.common.optim import Optimizer
@@ -74,4 +75,5 @@ __all__ = [
     "twohot_bins",
     "twohot_decode",
     "twohot_encode",
+    "use_channels_last",
 ]

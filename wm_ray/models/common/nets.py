@@ -118,6 +118,19 @@ class MLP(nn.Module):
         return self.out(h) if self.out is not None else h
 
 
+def use_channels_last(module: nn.Module) -> nn.Module:
+    """Conv weights (and :class:`ConvDecoder` inputs) of ``module`` in channels-last memory
+    format; :class:`ConvEncoder` inputs already are (their pixels arrive ``(..., H, W, C)``).
+    The same results in another layout: cuDNN's fast NHWC kernels on GPUs with tensor cores."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            with torch.no_grad():
+                layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+        if isinstance(layer, ConvDecoder):
+            layer.channels_last = True
+    return module
+
+
 class ChannelNorm(nn.LayerNorm):
     """LayerNorm over the channels of ``(N, C, H, W)`` feature maps (per pixel)."""
 
@@ -196,10 +209,14 @@ class ConvDecoder(nn.Module):
             blocks.append(nn.SiLU())
         blocks.append(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1))
         self.net = nn.Sequential(*blocks)
+        self.channels_last = False
         init_fan_avg_(self)
 
     def _decode(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.net(self.linear(feat).reshape(-1, *self.start)).movedim(-3, -1)
+        x = self.linear(feat).reshape(-1, *self.start)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).movedim(-3, -1)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim) -> (..., H, W, C)`` float32 means."""

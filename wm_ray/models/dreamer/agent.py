@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from wm_ray.models.common import Optimizer, ReturnNormalizer, persist, postprocess_image
+from wm_ray.models.common import (
+    Optimizer,
+    ReturnNormalizer,
+    persist,
+    postprocess_image,
+    use_channels_last,
+)
 from wm_ray.models.common import preprocess_image as to_model_space
 from wm_ray.models.common.device import resolve_device, synchronize
 from wm_ray.models.dreamer.config import RootConfig, check_config
@@ -51,7 +57,9 @@ class DreamerAgent:
             nets = build_networks(self.shapes, self.act.dim, self.act.discrete, cfg)
         self.wm, self.actor, self.critic = nets
         if config.run.compile:
-            self.wm.rssm.compile_steps()
+            self.wm.rssm.compile_steps(config.run.compile_mode)
+        if config.run.channels_last:
+            use_channels_last(self.wm)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         ac = cfg.ac
         self.retnorm = ReturnNormalizer(
@@ -92,6 +100,11 @@ class DreamerAgent:
         grad = ac.actor_grad
         self.dynamics = grad == "dynamics" or (grad == "auto" and not self.act.discrete)
         self.updates = 0
+        self.bf16 = config.run.precision == "bf16"
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast of the learner's forward passes where ``run.precision=bf16``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     # ----------------------------------------------------------------------------- acting
 
@@ -150,23 +163,25 @@ class DreamerAgent:
         """
         data = batch_tensors(batch, self.shapes, self.act, self.device)
         start_time = time.perf_counter()
-        wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, self.gen)
+        with self._autocast():
+            wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, self.gen)
         model_stats = self.model_opt.step(wm_loss)
         synchronize(self.device)
         mid_time = time.perf_counter()
         start = posts.map(lambda x: x.detach().flatten(0, 1))
         start_cont = (~data.is_terminal).flatten().float()
-        with torch.set_grad_enabled(self.dynamics):
-            traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
-        actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
-            traj,
-            self.actor,
-            self.critic,
-            self.slow_critic,
-            self.retnorm,
-            self.cfg.ac,
-            self.dynamics,
-        )
+        with self._autocast():
+            with torch.set_grad_enabled(self.dynamics):
+                traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
+            actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
+                traj,
+                self.actor,
+                self.critic,
+                self.slow_critic,
+                self.retnorm,
+                self.cfg.ac,
+                self.dynamics,
+            )
         actor_stats = self.actor_opt.step(actor_loss)
         critic_stats = self.critic_opt.step(critic_loss)
         self._update_slow_critic()

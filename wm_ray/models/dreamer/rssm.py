@@ -79,7 +79,8 @@ class NormGRUCell(nn.Module):
         reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)
-        return torch.lerp(h, cand, update)  # update * cand + (1 - update) * h
+        # update * cand + (1 - update) * h; the state stays in h's dtype (fp32 under autocast)
+        return torch.lerp(h, cand.to(h.dtype), update.to(h.dtype))
 
 
 def _norm_act(width: int) -> nn.Sequential:
@@ -195,12 +196,13 @@ class RSSM(nn.Module):
         stats = self._post_stats(deter, embed_h)
         return State(deter, *self._stoch(stats, True, gen)), stats
 
-    def compile_steps(self) -> None:
+    def compile_steps(self, mode: str = "default") -> None:
         """``torch.compile`` the deterministic per-step functions: the GRU step with its input
         layer, and the prior and posterior heads. Sampling stays eager (it draws from the
-        caller's generator), so a compiled RSSM samples the same latents as an eager one."""
+        caller's generator), so a compiled RSSM samples the same latents as an eager one.
+        ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs on a GPU)."""
         for name in ("_deter_step", "_post_stats", "prior_stats"):
-            setattr(self, name, torch.compile(getattr(self, name), dynamic=False))
+            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, mode=mode))
 
     def img_step(
         self, state: State, action: torch.Tensor, gen: torch.Generator | None = None
