@@ -55,6 +55,11 @@ STEPS: tuple[Step, ...] = (
         "learner updates/s per family and size, eager and torch.compile",
     ),
     Step(
+        "profile",
+        ("benchmarks/profile_update.py",),
+        "where a Dreamer update's time goes: phases and top operators (torch profiler)",
+    ),
+    Step(
         "runtime",
         ("benchmarks/runtime_bench.py",),
         "Ray runtime costs: env-worker overhead, worker scaling, weight latency, prefetch",

@@ -194,9 +194,28 @@ def runtime_rows(data: dict[str, Any], env: str) -> list[Row]:
     return rows
 
 
+def profile_rows(data: dict[str, Any]) -> list[Row]:
+    b, t = data["batch"]
+    rows = []
+    for row in data["rows"]:
+        biggest = max(row["phases_s"].items(), key=lambda item: item[1])
+        rows.append(
+            (
+                f"Dreamer update `{row['size']}` ({row['params'] / 1e6:.2f}M), {row['obs']}, "
+                f"B{b}xT{t}: where the time goes (`profile_dreamer.md`)",
+                f"{_ms(row['update_s'])}; matrix products {row['matmul_share']:.0%} of operator "
+                f"time at {row['matmul_gflop_per_s']:.0f} GFLOP/s",
+                f"largest phase: {biggest[0]} {_ms(biggest[1])}",
+                "",
+            )
+        )
+    return rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("learner.json", "Learner", learner_rows),
     ("learner_iris.json", "Learner", learner_rows),
+    ("profile_dreamer.json", "Profile", profile_rows),
     ("peer_rllib.json", "Peer: RLlib DreamerV3", peer_rows),
     ("iris_imagination.json", "IRIS", iris_rows),
     ("iris_tokenizer.json", "IRIS", tokenizer_rows),

@@ -85,3 +85,20 @@ def test_readme_without_markers_is_refused(tmp_path: Path) -> None:
     readme.write_text("# no table here\n")
     with pytest.raises(ValueError, match="no expected-speed block"):
         summary.main(["--results", str(results), "--readme", str(readme)])
+
+
+def test_update_profile_splits_an_update_into_phases_and_ranks_real_operators() -> None:
+    from benchmarks import profile_update
+
+    row = profile_update.profile_size("debug", "vector", "cpu", repeats=1, top=4)
+    assert list(row["phases_s"]) == list(profile_update.PHASES)
+    assert all(seconds > 0 for seconds in row["phases_s"].values())
+    assert row["update_s"] == pytest.approx(sum(row["phases_s"].values()))
+    assert 0 < row["matmul_share"] < 1 and row["profiled_gflop"] > 0
+    assert len(row["top_ops"]) == 4 and row["op_calls"] > 1000
+    shares = [op["share"] for op in row["top_ops"]]
+    assert shares == sorted(shares, reverse=True) and all(op["op"] for op in row["top_ops"])
+    text = profile_update.markdown({"tag": "test", "batch": [16, 64], "rows": [row]})
+    assert "| imagination (15 steps) |" in text and "`aten::" in text
+    (line,) = summary.profile_rows({"batch": [16, 64], "rows": [row]})
+    assert "matrix products" in line[1] and line[2].startswith("largest phase: ")

@@ -18,9 +18,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import suite  # noqa: E402
 from wm_ray import cli  # noqa: E402
 
-MAKE_BENCH = [  # what `make bench` ran before the suite existed, in order
+MAKE_BENCH = [  # every benchmark step, in order
     ("replay", ["benchmarks/replay_bench.py"]),
     ("learner", ["benchmarks/learner_bench.py", "--compile"]),
+    ("profile", ["benchmarks/profile_update.py"]),
     ("runtime", ["benchmarks/runtime_bench.py"]),
     ("iris", ["benchmarks/iris_bench.py"]),
     ("iris_tokenizer", ["-m", "benchmarks.iris_tokenizer_bench"]),
@@ -79,7 +80,7 @@ def test_makefile_bench_runs_the_suite() -> None:
         (
             None,
             ["peer"],
-            ["replay", "learner", "runtime", "iris", "iris_tokenizer", "summary"],
+            ["replay", "learner", "profile", "runtime", "iris", "iris_tokenizer", "summary"],
         ),
         (["learner", "peer"], ["peer"], ["learner", "summary"]),
     ],
@@ -95,7 +96,7 @@ def test_only_and_skip_reach_the_command_line() -> None:
     assert [name for name, _ in planned(result.stdout)] == ["learner", "summary"]
     result = run_suite("--dry-run", "--skip", "peer")
     steps = [name for name, _ in planned(result.stdout)]
-    assert "peer" not in steps and steps[-1] == "summary" and len(steps) == 6
+    assert "peer" not in steps and steps[-1] == "summary" and len(steps) == len(MAKE_BENCH) - 1
 
 
 @pytest.mark.parametrize("option", ["--only", "--skip"])
@@ -138,7 +139,7 @@ def test_cli_bench_dry_run_prints_the_suite_commands(
 
     assert cli.main(["bench", "--dry-run", "--skip", "peer", "summary"]) == 0
     out = capfd.readouterr().out
-    assert [name for name, _ in planned(out)] == [n for n, _ in MAKE_BENCH[:5]]
+    assert [name for name, _ in planned(out)] == [n for n, _ in MAKE_BENCH[:-2]]
 
 
 def test_cli_bench_passes_the_suite_exit_code(
