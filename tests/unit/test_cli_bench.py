@@ -150,20 +150,15 @@ def test_cli_bench_passes_the_suite_exit_code(
     assert "unknown benchmark step 'nosuch'" in capfd.readouterr().err
 
 
-def test_cli_bench_finds_the_checkout_from_the_package_when_cwd_is_elsewhere(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("cwd_is_checkout", [True, False])
+def test_cli_bench_looks_in_the_current_directory_then_beside_the_package(
+    cwd_is_checkout: bool,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_package_parent", lambda: ROOT)
-    assert cli.main(["bench", "--dry-run", "--only", "replay"]) == 0
-    assert f"benchmark suite in {ROOT}: replay, summary" in capfd.readouterr().out
-
-
-def test_cli_bench_looks_in_the_current_directory_first(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(cli, "_package_parent", lambda: tmp_path)
+    monkeypatch.chdir(ROOT if cwd_is_checkout else tmp_path)
+    monkeypatch.setattr(cli, "_package_parent", lambda: tmp_path if cwd_is_checkout else ROOT)
     assert cli.main(["bench", "--dry-run", "--only", "replay"]) == 0
     assert f"benchmark suite in {ROOT}: replay, summary" in capfd.readouterr().out
 
