@@ -59,6 +59,9 @@ def test_unsupported_spaces_and_settings_fail_with_clear_errors() -> None:
         IrisAgent(
             IMAGE, ACTIONS, config("iris.world_model.embed_dim=60", "iris.world_model.heads=8")
         )
+    for setting in ("run.precision=bf16", "run.channels_last=true", "run.compile=true"):
+        with pytest.raises(ValueError, match=f"{setting.split('=')[0]}=.* not implemented"):
+            IrisAgent(IMAGE, ACTIONS, config(setting))
     agent = IrisAgent(IMAGE, ACTIONS, config())
     bad = batch()
     bad["action"][0, 0] = 7

@@ -109,6 +109,17 @@ class IrisAgent:
         self.image_shape = tuple(int(s) for s in shape)
         size, channels = self.image_shape[0], self.image_shape[2]
         self.num_actions, self.action_start = int(act_space.n), int(act_space.start)
+        unsupported = {
+            "run.compile": (config.run.compile, False),
+            "run.precision": (config.run.precision, "fp32"),
+            "run.channels_last": (config.run.channels_last, False),
+        }
+        for key, (value, default) in unsupported.items():
+            if value != default:
+                raise ValueError(
+                    f"{key}={value} is not implemented for IRIS (only for dreamer); "
+                    f"leave it at {default}"
+                )
         self.device = resolve_device(config.run.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
