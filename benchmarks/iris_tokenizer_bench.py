@@ -110,7 +110,7 @@ def train_mode(
         loss, metrics = tok.loss(batch)
         opt.step(loss)
         times.append(time.perf_counter() - start)
-        resets += float(metrics.get("tokenizer/dead_reset", 0.0))
+        resets += float(metrics.get("train/tokenizer/dead_reset", 0.0))
         if step % log_every == 0 or step == args.updates:
             row = {"update": step, **{k.split("/")[1]: float(v) for k, v in metrics.items()}}
             curve.append(row)

@@ -84,7 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_tag, median, write_result
 from wm_ray.config_io import build_config
-from wm_ray.registry import create_model
+from wm_ray.factory import create_model
 
 ENV_ID = "CartPole-v1"
 GOAL = 3.0

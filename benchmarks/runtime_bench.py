@@ -253,7 +253,7 @@ def scaling(model: str, args: argparse.Namespace, raw: dict[str, Any]) -> dict[s
 
 
 def weight_latency(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
-    from wm_ray.registry import create_model
+    from wm_ray.factory import create_model
 
     config = make_config("dreamer", *args.set)
     actors, prefix = Actors(), Actors.prefix()

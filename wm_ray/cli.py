@@ -45,14 +45,15 @@ def _build(args: argparse.Namespace) -> Config:
 def cmd_list(args: argparse.Namespace) -> int:
     from wm_ray import registry
     from wm_ray.config_io import list_presets
+    from wm_ray.envs import registry as envs
 
     if args.what == "models":
         for name in registry.list_models():
             spec = registry.get_model_spec(name)
             print(f"{name:12s} {spec.description}")
     elif args.what == "backends":
-        for name in registry.list_env_backends():
-            backend = registry.get_env_backend_spec(name)
+        for name in envs.list_env_backends():
+            backend = envs.get_env_backend_spec(name)
             aliases = f" (aliases: {', '.join(backend.aliases)})" if backend.aliases else ""
             print(f"{name:10s} {backend.description}{aliases}")
     elif args.what == "presets":
@@ -61,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         backends = [args.backend] if args.backend else None
         for name in backends or ["gymnasium", "atari", "dmc", "mujoco"]:
             try:
-                ids = registry.list_envs(model=args.model, backend=name)
+                ids = envs.list_envs(model=args.model, backend=name)
             except ImportError as err:
                 print(f"# {name}: not installed ({err.name}); pip install 'wm_ray[{name}]'")
                 continue

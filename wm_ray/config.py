@@ -5,16 +5,19 @@ eval return above 400 within 10 minutes on 2 cores. Loading, merging and validat
 
 Every field has a default, so ``Config()`` is a complete run. Presets in ``configs/*.yaml`` and
 ``--set section.key=value`` overrides change fields; an unknown key or a wrong type is an error.
-Model families add their own section here (a field named after the family).
+
+The sections here are the runtime's. Every model family adds one more, a field named after the
+family whose class its registry line names (``wm_ray.registry.config_sections``): ``Config`` is
+composed from both when this module is imported, so this module imports no family.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from wm_ray.models.dreamer.config import DreamerConfig
-from wm_ray.models.iris.config import IrisConfig
+from wm_ray import registry
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,8 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
-class Config:
-    """The whole resolved configuration of a run."""
+class RuntimeSections:
+    """The sections every run has, whatever its model family."""
 
     run: RunConfig = field(default_factory=RunConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -186,7 +189,35 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    dreamer: DreamerConfig = field(default_factory=DreamerConfig)
-    """The Dreamer family (``wm_ray/models/dreamer/config.py``)."""
-    iris: IrisConfig = field(default_factory=IrisConfig)
-    """The IRIS family (``wm_ray/models/iris/config.py``)."""
+
+    def section(self, name: str) -> Any:
+        """The section called ``name`` (e.g. a family's: ``config.section("dreamer")``)."""
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(f"config has no section {name!r}")
+        return getattr(self, name)
+
+
+def _compose() -> type:
+    """``Config``: the runtime sections plus one field per family with settings."""
+    sections = [(name, cls, field(default_factory=cls)) for name, cls in registry.config_sections()]
+    cls = dataclasses.make_dataclass(
+        "Config",
+        sections,
+        bases=(RuntimeSections,),
+        frozen=True,
+        namespace={"__module__": __name__, "__doc__": "The whole resolved configuration of a run."},
+    )
+    cls.__qualname__ = "Config"
+    return cls
+
+
+if TYPE_CHECKING:
+
+    class Config(RuntimeSections):
+        """The whole resolved configuration of a run (the runtime sections and one section per
+        model family: ``config.dreamer``, ``config.iris``, ...)."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    Config = _compose()

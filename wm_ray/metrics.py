@@ -1,7 +1,10 @@
-"""Metric sinks: ``<run_dir>/metrics.jsonl`` and a one-line terminal progress display.
+"""Metric names, and the sinks: ``<run_dir>/metrics.jsonl``, TensorBoard, a progress line.
 
 Every JSONL line is one object with ``step`` (env steps) and ``time`` (seconds since the run
-started) plus metric names such as ``episode/return``, ``fps/env``, ``replay/size``.
+started) plus the names below. The names are the same for every family and for both loops:
+the loops write the runtime's, every agent's ``train`` returns the learner's (``train/...`` and
+``time/...``), built with :func:`loss`, :func:`grad_norm`, :func:`diagnostic` and
+:func:`timing`. The README lists them once ("Metrics").
 """
 
 from __future__ import annotations
@@ -12,6 +15,74 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+# -- the runtime's metrics (both loops) --------------------------------------------------------
+STEP = "step"
+TIME = "time"
+EPISODE_RETURN = "episode/return"
+EPISODE_LENGTH = "episode/length"
+EVAL_RETURN = "eval/return"
+EVAL_LENGTH = "eval/length"
+EVAL_EPISODES = "eval/episodes"
+EVAL_BEST_RETURN = "eval/best_return"
+FPS_ENV = "fps/env"
+FPS_TRAIN = "fps/train"
+REPLAY_SIZE = "replay/size"
+REPLAY_RATIO = "replay/ratio"
+REPLAY_DEBT = "replay/debt"
+REPLAY_TOLERANCE = "replay/tolerance"
+UPDATES = "counters/updates"
+EPISODES = "counters/episodes"
+ENV_RESTARTS = "counters/env_restarts"
+ENV_STEPS = "counters/env_steps"
+ACKED_STEPS = "counters/acked_steps"
+WEIGHTS_VERSION = "weights/version"
+WEIGHTS_LAG = "weights/lag"
+
+
+def restarts(kind: str) -> str:
+    """``counters/restarts/<kind>``: restarts of one actor kind (``env-worker``, ...)."""
+    return f"counters/restarts/{kind}"
+
+
+# -- the learner's metrics (every family) ------------------------------------------------------
+WORLD_MODEL = "world_model"
+ACTOR = "actor"
+CRITIC = "critic"
+ACTOR_CRITIC = "actor_critic"
+"""Parts of an agent that have losses; a family adds its own (e.g. IRIS's ``tokenizer``)."""
+TOTAL = "total"
+IMAG_RETURN = "train/imag/return"
+"""Mean lambda-return of the imagined trajectories."""
+IMAG_VALUE = "train/imag/value"
+"""Mean critic value of the imagined states."""
+IMAG_REWARD = "train/imag/reward"
+"""Mean predicted reward of the imagined transitions."""
+IMAG_WEIGHT = "train/imag/weight"
+"""Mean loss weight of the imagined steps (discounted continuation, 0 after an end)."""
+IMAG_ADVANTAGE = "train/imag/advantage"
+ACTOR_ENTROPY = "train/actor/entropy"
+RETURN_SCALE = "train/actor/return_scale"
+
+
+def loss(part: str, term: str = TOTAL) -> str:
+    """``train/loss/<part>/<term>``: a loss term of one part (``total`` is what it minimizes)."""
+    return f"train/loss/{part}/{term}"
+
+
+def grad_norm(part: str) -> str:
+    """``train/grad_norm/<part>``: the gradient norm of one part's optimizer, before clipping."""
+    return f"train/grad_norm/{part}"
+
+
+def diagnostic(part: str, name: str) -> str:
+    """``train/<part>/<name>``: a diagnostic that is not a loss (``train/world_model/kl``)."""
+    return f"train/{part}/{name}"
+
+
+def timing(part: str) -> str:
+    """``time/<part>``: seconds per update spent in one part."""
+    return f"time/{part}"
 
 
 class JsonlSink:

@@ -1,39 +1,75 @@
-"""Model families and env backends, resolved lazily by import path.
+"""The model families: the one place in wm_ray that knows them.
 
-Nothing heavy is imported here: a backend's module (and with it ale_py, dm_control, mujoco or
-jax) is imported only when an env of that backend is made or listed, and a model family's
-module only when that model is created.
+A family is one folder ``wm_ray/models/<family>/`` and one :class:`ModelSpec` line in
+:data:`MODELS`. The spec names, by import path, the agent class and the config class of the
+family's section of the root config (``wm_ray.config`` builds the ``Config`` from them, so it
+imports no family), and declares the family's :class:`Capabilities`: the observation and action
+kinds it handles, the learner options of ``run.*`` it implements, whether its world model can be
+stepped and whether it builds an acting-only agent. Settings outside them are refused in one
+place, :func:`check_supported` (called by ``wm_ray.factory.create_model``). The conformance
+suite (``tests/conformance``) runs over :func:`list_models`, so a new line gets its tests too.
+
+Nothing heavy is imported here: a family's modules (and torch with them) are imported only when
+one of its agents is created. The env backends are registered in ``wm_ray.envs.registry``.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from types import ModuleType
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from wm_ray.config import Config
+OBSERVATION_KINDS = ("image", "vector")
+"""Observation keys of the step-dict convention (``wm_ray.types``)."""
+ACTION_KINDS = ("discrete", "continuous")
+"""Discrete action spaces, and flat Box spaces in [-1, 1]."""
+RUN_OPTIONS: dict[str, Any] = {"compile": False, "precision": "fp32", "channels_last": False}
+"""Learner options of the ``run`` section with their defaults (``run.compile_mode`` goes with
+``run.compile``). A family that does not list an option in ``Capabilities.run_options`` refuses
+any other value."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a family supports; everything else is refused by :func:`check_supported`."""
+
+    observations: tuple[str, ...] = OBSERVATION_KINDS
+    """Observation keys the family reads; an env must give at least one of them."""
+    actions: tuple[str, ...] = ACTION_KINDS
+    """Action kinds it acts with: ``discrete`` and/or ``continuous``."""
+    run_options: tuple[str, ...] = ()
+    """Keys of :data:`RUN_OPTIONS` it implements."""
+    steppable: bool = False
+    """Its agent steps its world model from real frames with given actions (``dream_reset`` /
+    ``dream_step``: ``wm-ray play``, dream environments)."""
+    learns: bool = True
+    """False for baselines whose ``train`` does nothing (no losses to check)."""
 
 
 class ModelSpec(NamedTuple):
     name: str
-    import_path: str
-    config_path: str | None = None
-    description: str = ""
+    agent_path: str
+    """``module:Class`` of the agent (constructor ``Agent(obs_space, act_space, config,
+    acting=False)``)."""
+    config_path: str | None
+    """``module:Class`` of the family's config section (the field ``Config.<name>``); None for a
+    family without settings."""
+    description: str
+    capabilities: Capabilities = Capabilities()
     aliases: tuple[str, ...] = ()
     backends: tuple[str, ...] = ()
     """Env backends the family supports; empty means every backend."""
-
-
-class EnvBackendSpec(NamedTuple):
-    name: str
-    factory_path: str
-    description: str = ""
-    aliases: tuple[str, ...] = ()
+    test_presets: tuple[str, ...] = ()
+    """Presets that shrink the family to test size (the conformance suite applies them)."""
 
 
 class UnknownNameError(ValueError):
     """An unknown model, env id or backend; the message lists the nearest valid names."""
+
+
+class UnsupportedError(ValueError):
+    """A setting or a space the family does not support; the message says what it supports."""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -44,7 +80,9 @@ MODELS: dict[str, ModelSpec] = {
             "wm_ray.models.dreamer.agent:DreamerAgent",
             "wm_ray.models.dreamer.config:DreamerConfig",
             "DreamerV3: categorical RSSM world model, actor-critic learned in imagination.",
-            ("dreamerv3", "rssm"),
+            Capabilities(run_options=("compile", "precision", "channels_last")),
+            aliases=("dreamerv3", "rssm"),
+            test_presets=("size_debug",),
         ),
         ModelSpec(
             "iris",
@@ -52,274 +90,144 @@ MODELS: dict[str, ModelSpec] = {
             "wm_ray.models.iris.config:IrisConfig",
             "IRIS: VQ tokenizer, causal transformer world model (KV-cached imagination), "
             "CNN+LSTM actor-critic; image observations, discrete actions.",
+            Capabilities(observations=("image",), actions=("discrete",), steppable=True),
+            test_presets=("iris_debug",),
         ),
         ModelSpec(
             "random",
-            "wm_ray.models.random_agent:RandomAgent",
+            "wm_ray.models.random.agent:RandomAgent",
             None,
             "Uniform random policy: the baseline for random-normalized scores; it does not learn.",
-            ("uniform",),
+            Capabilities(learns=False),
+            aliases=("uniform",),
         ),
     ]
 }
 
-ENV_BACKENDS: dict[str, EnvBackendSpec] = {
-    spec.name: spec
-    for spec in [
-        EnvBackendSpec(
-            "gymnasium",
-            "wm_ray.envs.gymnasium_env:make",
-            "Gymnasium ids (classic control, toy text, ...), vector obs; pixels=True renders.",
-            ("gym",),
-        ),
-        EnvBackendSpec(
-            "atari",
-            "wm_ray.envs.atari:make",
-            "Arcade Learning Environment via ale-py: 64x64 frames, frameskip 4, sticky actions.",
-            ("ale",),
-        ),
-        EnvBackendSpec(
-            "dmc",
-            "wm_ray.envs.dmc:make",
-            "DeepMind Control Suite, domain-task ids; proprio vector and 64x64 camera images.",
-            ("dm_control",),
-        ),
-        EnvBackendSpec(
-            "mujoco",
-            "wm_ray.envs.mujoco:make",
-            "Gymnasium MuJoCo tasks (HalfCheetah-v5, Humanoid-v5, ...), actions in [-1, 1].",
-            ("gymnasium_mujoco",),
-        ),
-        EnvBackendSpec(
-            "fake",
-            "wm_ray.envs.fake:make",
-            "Deterministic fake envs for tests and debugging (no dependencies).",
-            ("dummy",),
-        ),
-    ]
-}
 
-# Order in which 'auto' asks backends whether they own an un-prefixed id.
-_AUTO_ORDER = ("atari", "mujoco", "gymnasium")
-_LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco")
-
-
-def _nearest(name: str, candidates: list[str], n: int = 3) -> list[str]:
+def nearest(name: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``candidates`` closest to ``name`` (case-insensitive)."""
     by_lower = {c.lower(): c for c in candidates}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)
     return [by_lower[c] for c in close]
 
 
-def _lookup(kind: str, table: dict[str, Any], name: str) -> Any:
+def lookup(kind: str, table: dict[str, Any], name: str) -> Any:
+    """The spec in ``table`` named or aliased ``name``; else :class:`UnknownNameError`."""
     key = name.strip().lower()
     for spec in table.values():
         if key == spec.name or key in spec.aliases:
             return spec
     names = sorted(table)
-    close = _nearest(name, names + [a for s in table.values() for a in s.aliases])
+    close = nearest(name, names + [a for s in table.values() for a in s.aliases])
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise UnknownNameError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(names)})")
 
 
 def get_model_spec(name_or_alias: str) -> ModelSpec:
-    return _lookup("model", MODELS, name_or_alias)
-
-
-def get_env_backend_spec(name_or_alias: str) -> EnvBackendSpec:
-    return _lookup("env backend", ENV_BACKENDS, name_or_alias)
+    return lookup("model", MODELS, name_or_alias)
 
 
 def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def list_env_backends() -> list[str]:
-    return list(ENV_BACKENDS)
-
-
-def _import(path: str) -> Any:
+def import_object(path: str) -> Any:
+    """The object at ``module:attribute`` (or the module for a plain module path)."""
     module, _, attr = path.partition(":")
     obj: Any = importlib.import_module(module)
     return getattr(obj, attr) if attr else obj
 
 
-def backend_module(name_or_alias: str) -> ModuleType:
-    """The module of a backend (imports it, and so its env library)."""
-    spec = get_env_backend_spec(name_or_alias)
-    return importlib.import_module(spec.factory_path.partition(":")[0])
+def config_sections() -> list[tuple[str, type]]:
+    """``(family, config class)`` of every family with settings, in registry order: the family
+    sections of ``wm_ray.config.Config`` (the config classes import without torch)."""
+    return [
+        (spec.name, import_object(spec.config_path))
+        for spec in MODELS.values()
+        if spec.config_path is not None
+    ]
 
 
-def list_envs(model: str | None = None, backend: str | None = None) -> list[str]:
-    """Env ids a user can pass to :func:`make_env` (of the installed backends).
-
-    Args:
-        model: only ids of the backends this model family supports.
-        backend: only ids of this backend (``fake`` is listed only when asked for).
-    """
-    if backend is not None:
-        names = [get_env_backend_spec(backend).name]
-    else:
-        names = list(_LISTED_BACKENDS)
-    if model is not None:
-        supported = get_model_spec(model).backends
-        names = [n for n in names if not supported or n in supported]
-    return [env_id for name in names for env_id in backend_module(name).list_ids()]
+def agent_class(name_or_alias: str) -> Any:
+    """The agent class of a family (imports the family's modules, and torch)."""
+    return import_object(get_model_spec(name_or_alias).agent_path)
 
 
-def resolve_env(env_id: str, backend: str = "auto") -> tuple[EnvBackendSpec, str]:
-    """(backend spec, task) for an env id; raises :class:`UnknownNameError` with suggestions."""
-    if backend != "auto":
-        spec = get_env_backend_spec(backend)
-        prefix, sep, rest = env_id.partition(":")
-        if sep and prefix.lower() in (spec.name, *spec.aliases):
-            env_id = rest
-        return spec, env_id
-    prefix, sep, rest = env_id.partition(":")
-    if sep:
-        return get_env_backend_spec(prefix), rest
-    for name in _AUTO_ORDER:
-        try:
-            if backend_module(name).owns(env_id):
-                return ENV_BACKENDS[name], env_id
-        except ImportError:
-            continue
-    known: list[str] = []
-    for name in _LISTED_BACKENDS:
-        try:
-            known += backend_module(name).list_ids()
-        except ImportError:
-            continue
-    close = _nearest(env_id, known)
-    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-    raise UnknownNameError(
-        f"unknown env id {env_id!r}; {hint}Use a gymnasium id or 'backend:task' with a backend of "
-        f"{', '.join(ENV_BACKENDS)} (see 'wm-ray list envs')."
+def observation_kinds(obs_space: Any) -> tuple[str, ...]:
+    """The kinds of :data:`OBSERVATION_KINDS` a Dict observation space holds."""
+    keys = getattr(obs_space, "spaces", {})
+    return tuple(kind for kind in OBSERVATION_KINDS if kind in keys)
+
+
+def action_kind(act_space: Any) -> str:
+    """``discrete`` or ``continuous`` (a flat Box); anything else is ``unsupported``."""
+    import gymnasium as gym
+
+    if isinstance(act_space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        return "continuous"
+    return "unsupported"
+
+
+def _supported(caps: Capabilities) -> str:
+    options = ", ".join(f"run.{o}" for o in caps.run_options) or "none"
+    return (
+        f"observations {'/'.join(caps.observations)}, actions {'/'.join(caps.actions)}, "
+        f"learner options: {options}"
     )
 
 
-def make_env(env_id: str, backend: str = "auto", **kwargs: Any) -> Any:
-    """A ``gymnasium.Env`` with Dict observations (``image`` uint8 and/or ``vector`` float32).
+def check_supported(
+    spec: ModelSpec, config: Any, obs_space: Any = None, act_space: Any = None
+) -> None:
+    """Refuse what ``spec``'s family does not support, naming it and what the family supports.
 
     Args:
-        env_id: ``CartPole-v1``, ``ALE/Pong-v5``, ``HalfCheetah-v5``, ``dmc:walker-walk``, ...
-        backend: a name of :func:`list_env_backends` or ``auto`` (inferred from the id).
-        **kwargs: backend options (``pixels``, ``image_size``, ``seed``, ...); ``None`` values
-            mean the backend default. An option the backend does not use is an error.
+        spec: the family.
+        config: the root config (its ``run`` section is checked against :data:`RUN_OPTIONS`).
+        obs_space: the single-env Dict observation space, if known.
+        act_space: the single-env action space, if known.
+
+    Raises:
+        UnsupportedError: listing every unsupported setting.
     """
-    spec, task = resolve_env(env_id, backend)
-    module = backend_module(spec.name)
-    options = {k: v for k, v in kwargs.items() if v is not None}
-    unused = sorted(set(options) - set(module.OPTIONS) - {"seed"})
-    if unused:
-        raise ValueError(
-            f"option(s) {unused} do not apply to env backend {spec.name!r} ({env_id}); "
-            f"it takes: {', '.join(sorted(module.OPTIONS | {'seed'}))}"
+    caps = spec.capabilities
+    problems = []
+    for option, default in RUN_OPTIONS.items():
+        value = getattr(config.run, option)
+        if value != default and option not in caps.run_options:
+            problems.append(f"run.{option}={value} (leave it at {default})")
+    if obs_space is not None:
+        kinds = observation_kinds(obs_space)
+        if not set(kinds) & set(caps.observations):
+            got = "/".join(kinds) or f"{obs_space}"
+            hint = " (set env.pixels=true to render images)" if "image" in caps.observations else ""
+            problems.append(f"observations of kind {got}{hint}")
+    if act_space is not None:
+        kind = action_kind(act_space)
+        if kind not in caps.actions:
+            problems.append(f"{kind} actions ({act_space})")
+    if problems:
+        raise UnsupportedError(
+            f"the {spec.name} family does not support {'; '.join(problems)}. It supports: "
+            f"{_supported(caps)}"
         )
-    try:
-        return module.make(task, **options)
-    except (KeyError, LookupError, ValueError) as err:
-        ids = module.list_ids()
-        wanted = f"{spec.name}:{task}"
-        if env_id in ids or wanted in ids or task in ids:
-            raise
-        close = _nearest(wanted, ids) or _nearest(task, ids)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise UnknownNameError(f"unknown {spec.name} task {task!r}{hint} ({err})") from None
-
-
-def _resolve_override(key: str, family: str) -> str:
-    if "." in key:
-        return key
-    if key == "env":
-        return "env.id"
-    from wm_ray.config_io import valid_keys
-
-    keys = valid_keys(Config)
-    for candidate in (f"{family}.{key}", f"run.{key}"):
-        if candidate in keys:
-            return candidate
-    matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise ValueError(f"override {key!r} is ambiguous; use one of {matches}")
-    return key  # build_config reports it as unknown, with the closest key
-
-
-def create_config(model: str = "random", presets: tuple[str, ...] = (), **overrides: Any) -> Config:
-    """The resolved config for ``model``: defaults, presets, then overrides.
-
-    Overrides are dotted keys (``**{"replay.capacity": 10_000}``) or plain field names that
-    are unique (``seed=7``, ``steps=1000``; ``env="dmc:walker-walk"`` sets ``env.id``).
-    """
-    from wm_ray import config_io
-
-    spec = get_model_spec(model)
-    base = config_io.apply(Config(), {"run": {"model": spec.name}})
-    config = config_io.build_config(presets, base=base)
-    return config_io.apply(config, create_config_updates(spec.name, overrides))
-
-
-def create_model(
-    model: str,
-    obs_space: Any = None,
-    act_space: Any = None,
-    config: Config | None = None,
-    **overrides: Any,
-) -> Any:
-    """An agent of family ``model`` (the agent protocol of ``wm_ray.core``).
-
-    Args:
-        model: a name or alias of :func:`list_models`.
-        obs_space: the single-env ``gymnasium.spaces.Dict`` observation space; with
-            ``act_space``, taken from the configured env (``config.env``) when omitted.
-        act_space: the single-env action space.
-        config: a full :class:`Config`; built with :func:`create_config` when omitted.
-        **overrides: applied to the config as in :func:`create_config`, e.g.
-            ``create_model("random", env="dmc:walker-walk", seed=3)``.
-    """
-    spec = get_model_spec(model)
-    if config is None:
-        config = create_config(spec.name, **overrides)
-    elif overrides:
-        from wm_ray import config_io
-
-        config = config_io.apply(config, create_config_updates(spec.name, overrides))
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a wm_ray Config, got {type(config).__name__}")
-    if obs_space is None or act_space is None:
-        from wm_ray.loops.setup import env_options
-
-        env = make_env(config.env.id, config.env.backend, **env_options(config.env))
-        obs_space = obs_space or env.observation_space
-        act_space = act_space or env.action_space
-        env.close()
-    cls = _import(spec.import_path)
-    return cls(obs_space, act_space, config)
-
-
-def create_config_updates(family: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Nested updates from ``create_config``-style keyword overrides."""
-    updates: dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = updates
-        *parents, leaf = _resolve_override(key, family).split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return updates
 
 
 __all__ = [
-    "EnvBackendSpec",
+    "ACTION_KINDS",
+    "MODELS",
+    "OBSERVATION_KINDS",
+    "RUN_OPTIONS",
+    "Capabilities",
     "ModelSpec",
     "UnknownNameError",
-    "create_config",
-    "create_model",
-    "get_env_backend_spec",
+    "UnsupportedError",
+    "agent_class",
+    "check_supported",
+    "config_sections",
     "get_model_spec",
-    "list_env_backends",
-    "list_envs",
     "list_models",
-    "make_env",
 ]

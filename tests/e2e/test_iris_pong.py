@@ -101,7 +101,7 @@ def test_world_model_beats_unigram_and_per_slot_entropy_on_held_out_pong() -> No
             batch = windows(test, test_starts, length)
             _, metrics = world_model_loss(wm, **batch)
         wm.train()
-        return float(metrics["wm/obs_loss"])
+        return float(metrics["train/loss/world_model/obs"])
 
     start_loss = held_out_loss()
     rng = np.random.default_rng(0)
@@ -143,7 +143,11 @@ def test_iris_pong_trains_every_stage_checkpoints_resumes_and_dreams(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(run_dir / "metrics.jsonl")
     train = [(k, v) for r in records for k, v in r.items() if k.startswith("train/")]
-    for part in ("tokenizer/loss", "wm/loss", "ac/loss"):
+    for part in (
+        "train/loss/tokenizer/total",
+        "train/loss/world_model/total",
+        "train/loss/actor/total",
+    ):
         assert any(k == f"train/{part}" for k, _ in train), f"no {part} logged: {records[-1]}"
     assert all(v is not None and math.isfinite(v) for _, v in train)
     first = ckpt.load_state(ckpt.latest_checkpoint(run_dir))  # type: ignore[arg-type]
@@ -157,7 +161,7 @@ def test_iris_pong_trains_every_stage_checkpoints_resumes_and_dreams(tmp_path: P
     assert second["counters"]["env_steps"] == 400
     assert second["counters"]["updates"] > first["counters"]["updates"]
     later = read_jsonl(run_dir / "metrics.jsonl")[len(records) :]
-    assert any("train/ac/loss" in r for r in later)
+    assert any("train/loss/actor/total" in r for r in later)
     assert all(math.isfinite(v) for r in later for k, v in r.items() if k.startswith("train/"))
 
     video = tmp_path / "dream.mp4"

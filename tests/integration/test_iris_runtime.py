@@ -54,7 +54,13 @@ def test_iris_trains_every_stage_with_two_env_workers(tmp_path: Path) -> None:
     assert summary["updates"] > 8
     log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = {k: v for r in log for k, v in r.items() if k.startswith("train/")}
-    for part in ("tokenizer/loss", "wm/obs_loss", "wm/loss", "ac/loss", "ac/entropy"):
+    for part in (
+        "train/loss/tokenizer/total",
+        "train/loss/world_model/obs",
+        "train/loss/world_model/total",
+        "train/loss/actor/total",
+        "train/actor/entropy",
+    ):
         assert f"train/{part}" in train, f"no train/{part} in {sorted(train)}"
     assert all(math.isfinite(v) for r in log for k, v in r.items() if k.startswith("train/"))
     assert log[-1]["weights/version"] > 0

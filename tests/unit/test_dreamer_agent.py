@@ -27,17 +27,17 @@ DISCRETE = gym.spaces.Discrete(3, start=1)
 CONTINUOUS = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 EXPECTED_METRICS = {
-    "train/loss/image",
-    "train/loss/vector",
-    "train/loss/dyn",
-    "train/loss/rep",
-    "train/loss/reward",
-    "train/loss/cont",
-    "train/loss/actor",
-    "train/loss/critic",
-    "train/actor_entropy",
-    "train/return_scale",
-    "train/grad_norm/model",
+    "train/loss/world_model/image",
+    "train/loss/world_model/vector",
+    "train/loss/world_model/dyn",
+    "train/loss/world_model/rep",
+    "train/loss/world_model/reward",
+    "train/loss/world_model/cont",
+    "train/loss/actor/total",
+    "train/loss/critic/total",
+    "train/actor/entropy",
+    "train/actor/return_scale",
+    "train/grad_norm/world_model",
     "time/world_model",
     "time/actor_critic",
 }
@@ -108,7 +108,7 @@ def test_world_model_loss_falls_by_a_third_on_a_fixed_batch(latent: str) -> None
     opt = dataclasses.replace(DEBUG.opt, model_lr=1e-3)
     agent = _agent(opt=opt, rssm=dataclasses.replace(DEBUG.rssm, latent=latent))
     batch = fake_batch(IMAGE_VECTOR, DISCRETE, 4, 16, seed=1)
-    losses = [agent.train(batch, None)[1]["train/loss/model"] for _ in range(30)]
+    losses = [agent.train(batch, None)[1]["train/loss/world_model/total"] for _ in range(30)]
     assert losses[-1] <= 0.7 * losses[0], losses
 
 
@@ -212,7 +212,12 @@ def test_channels_last_convs_give_the_same_update() -> None:
     conv = fast.wm.encoder.cnn.net[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     a, b = _first_update(plain), _first_update(fast)
-    for key in ("train/loss/image", "train/loss/model", "train/loss/actor", "train/loss/critic"):
+    for key in (
+        "train/loss/world_model/image",
+        "train/loss/world_model/total",
+        "train/loss/actor/total",
+        "train/loss/critic/total",
+    ):
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
 
 
@@ -226,9 +231,13 @@ def test_bf16_autocast_runs_the_forward_passes_in_bf16_and_keeps_fp32_weights() 
     assert all(p.dtype == torch.float32 for p in half.nets.parameters())
     assert all(math.isfinite(v) for v in b.values())
     # bf16 keeps ~3 significant digits: the same losses to a few percent, not bit-equal
-    for key in ("train/loss/image", "train/loss/vector", "train/loss/model"):
+    for key in (
+        "train/loss/world_model/image",
+        "train/loss/world_model/vector",
+        "train/loss/world_model/total",
+    ):
         assert b[key] == pytest.approx(a[key], rel=0.05), key
-    assert b["train/loss/image"] != a["train/loss/image"]
+    assert b["train/loss/world_model/image"] != a["train/loss/world_model/image"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -246,5 +255,9 @@ def test_cuda_learner_updates_match_the_cpu_learner(run: dict[str, object]) -> N
     for _ in range(3):  # CUDA graphs record on a later call than the first
         a, b = cpu.train(batch, None)[1], gpu.train(batch, None)[1]
     rel = 0.05 if run.get("precision") == "bf16" else 1e-3
-    for key in ("train/loss/image", "train/loss/vector", "train/loss/model"):
+    for key in (
+        "train/loss/world_model/image",
+        "train/loss/world_model/vector",
+        "train/loss/world_model/total",
+    ):
         assert b[key] == pytest.approx(a[key], rel=rel), key

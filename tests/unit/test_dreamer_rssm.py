@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from wm_ray.models.dreamer.latents import sample_onehot
+from wm_ray.models.common.testing import assert_close_to_scale
+from wm_ray.models.rssm.latents import sample_onehot
 from wm_ray.models.dreamer.networks import State, build_networks
 from wm_ray.models.dreamer.testing import DEBUG
 
@@ -106,8 +107,8 @@ def test_compiled_steps_sample_the_same_latents_with_the_same_gradients() -> Non
         loss.backward()
         grads = [p.grad.clone() for p in rssm.parameters() if p.grad is not None]
         outputs.append((posts.stoch, img.stoch, post, prior, img_stats, *grads))
-    for a, b in zip(*outputs, strict=True):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-5)
+    for i, (a, b) in enumerate(zip(*outputs, strict=True)):
+        # fused kernels sum in another order: equal at the scale of each tensor
+        assert_close_to_scale(a, b, 1e-4, what=f"output {i}")
     assert torch.equal(outputs[0][0], outputs[1][0]), "different latent samples"
     assert torch.equal(outputs[0][1], outputs[1][1]), "different imagined samples"

@@ -15,7 +15,8 @@ import pytest
 from gymnasium.wrappers import AtariPreprocessing
 
 from wm_ray.config import EnvConfig
-from wm_ray.envs import BACKEND_MODULES, atari, dmc, fake, gymnasium_env, mujoco
+from wm_ray.envs import atari, dmc, fake, gymnasium_env, mujoco
+from wm_ray.envs.registry import ENV_BACKENDS, backend_module
 from wm_ray.envs.base import find_wrapper
 
 needs_ale = pytest.mark.skipif(not atari.list_ids(), reason="ale-py is not installed")
@@ -35,8 +36,8 @@ def _run_until_done(env: gym.Env, action: object, limit: int = 5000) -> tuple[in
 
 def test_options_match_make_keywords_and_env_config_fields() -> None:
     config_fields = {field.name for field in dataclasses.fields(EnvConfig)}
-    for name, path in BACKEND_MODULES.items():
-        module = importlib.import_module(path)
+    for name in ENV_BACKENDS:
+        module = backend_module(name)
         keywords = set(inspect.signature(module.make).parameters) - {"task", "seed"}
         assert keywords == module.OPTIONS, name
         if name != "fake":

@@ -12,7 +12,9 @@ import torch
 
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
+from wm_ray.factory import create_model
 from wm_ray.models.iris.agent import IrisAgent
+from wm_ray.registry import UnsupportedError
 
 SIZE = 32
 IMAGE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)})
@@ -60,8 +62,9 @@ def test_unsupported_spaces_and_settings_fail_with_clear_errors() -> None:
             IMAGE, ACTIONS, config("iris.world_model.embed_dim=60", "iris.world_model.heads=8")
         )
     for setting in ("run.precision=bf16", "run.channels_last=true", "run.compile=true"):
-        with pytest.raises(ValueError, match=f"{setting.split('=')[0]}=.* not implemented"):
-            IrisAgent(IMAGE, ACTIONS, config(setting))
+        key = setting.split("=")[0]
+        with pytest.raises(UnsupportedError, match=f"iris family does not support {key}="):
+            create_model("iris", IMAGE, ACTIONS, config(setting))
     agent = IrisAgent(IMAGE, ACTIONS, config())
     bad = batch()
     bad["action"][0, 0] = 7
@@ -75,7 +78,11 @@ def test_unsupported_spaces_and_settings_fail_with_clear_errors() -> None:
 def test_every_stage_trains_and_a_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
     agent = IrisAgent(IMAGE, ACTIONS, config())
     _, metrics = agent.train(batch(0), None)
-    for key in ("train/tokenizer/loss", "train/wm/obs_loss", "train/ac/loss"):
+    for key in (
+        "train/loss/tokenizer/total",
+        "train/loss/world_model/obs",
+        "train/loss/actor/total",
+    ):
         assert key in metrics and np.isfinite(metrics[key]), key
     agent.save(tmp_path)
     other = IrisAgent(IMAGE, ACTIONS, config("run.seed=5"))

@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from wm_ray.models.common import Optimizer
 from wm_ray.models.iris.config import TokenizerConfig
 from wm_ray.models.iris.perceptual import PerceptualLoss, expected_shapes, lin_shapes
+from wm_ray.models.iris.losses import tokenizer_loss
 from wm_ray.models.iris.tokenizer import Tokenizer
 
 TINY = TokenizerConfig(
@@ -138,13 +139,14 @@ def test_shapes_dtypes_and_token_layout(channels: int) -> None:
 def test_loss_returns_a_scalar_and_the_documented_metrics() -> None:
     torch.manual_seed(0)
     tok = Tokenizer(TINY, image_size=SIZE)
-    loss, metrics = tok.loss(rectangles(4))
+    loss, metrics = tokenizer_loss(tok, rectangles(4))
     assert loss.shape == () and loss.requires_grad
-    want = {"l1", "l2", "commitment", "codebook", "usage", "perplexity"}
-    assert set(metrics) == {f"tokenizer/{k}" for k in want}
+    terms = {"total", "l1", "l2", "commitment", "codebook"}
+    want = {f"train/loss/tokenizer/{k}" for k in terms}
+    assert set(metrics) == want | {"train/tokenizer/usage", "train/tokenizer/perplexity"}
     assert all(v.shape == () and not v.requires_grad for v in metrics.values())
-    assert 0 < float(metrics["tokenizer/usage"]) <= 1
-    assert 1 <= float(metrics["tokenizer/perplexity"]) <= 32
+    assert 0 < float(metrics["train/tokenizer/usage"]) <= 1
+    assert 1 <= float(metrics["train/tokenizer/perplexity"]) <= 32
 
 
 def test_usage_and_perplexity_of_a_collapsed_codebook() -> None:
@@ -152,9 +154,9 @@ def test_usage_and_perplexity_of_a_collapsed_codebook() -> None:
     tok = Tokenizer(TINY, image_size=SIZE)
     with torch.no_grad():
         tok.codebook[1:] = 1e3  # every vector is nearest to code 0
-    _, metrics = tok.loss(torch.rand(4, 3, SIZE, SIZE))
-    assert float(metrics["tokenizer/usage"]) == pytest.approx(1 / 32)
-    assert float(metrics["tokenizer/perplexity"]) == pytest.approx(1.0)
+    _, metrics = tokenizer_loss(tok, torch.rand(4, 3, SIZE, SIZE))
+    assert float(metrics["train/tokenizer/usage"]) == pytest.approx(1 / 32)
+    assert float(metrics["train/tokenizer/perplexity"]) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("mode", ["grad", "ema"])
@@ -163,7 +165,7 @@ def test_straight_through_gradient_reaches_the_encoder(mode: str) -> None:
     # Only the reconstruction term: the encoder can get a gradient only through the
     # straight-through estimator (the commitment term is switched off).
     tok = Tokenizer(tiny(codebook=mode, beta=0.0), image_size=SIZE)
-    loss, _ = tok.loss(rectangles(4))
+    loss, _ = tokenizer_loss(tok, rectangles(4))
     loss.backward()
     for name in ("encoder", "decoder"):
         grads = [p.grad for p in getattr(tok, name).parameters()]
@@ -188,7 +190,7 @@ def test_training_lowers_the_reconstruction_error(mode: str) -> None:
     mean_frame = float((frames - frames.mean(0, keepdim=True)).pow(2).mean())
     opt = Optimizer(tok.parameters(), lr=cfg.lr, clip=cfg.clip)
     for _ in range(40):
-        loss, _ = tok.loss(frames)
+        loss, _ = tokenizer_loss(tok, frames)
         opt.step(loss)
     after = recon_mse(tok, frames)
     assert after < 0.1 * before, (before, after)
@@ -204,7 +206,7 @@ def test_ema_mode_moves_the_codebook_without_gradients_or_codebook_loss() -> Non
     frames = rectangles(8)
     tok.eval()
     start = tok.codebook.detach().clone()
-    tok.loss(frames)
+    tokenizer_loss(tok, frames)
     assert torch.equal(tok.codebook, start), "eval mode must not touch the codebook"
     tok.train()
     with torch.no_grad():
@@ -213,8 +215,8 @@ def test_ema_mode_moves_the_codebook_without_gradients_or_codebook_loss() -> Non
     flat = z_e.permute(0, 2, 3, 1).reshape(-1, 16)
     used = idx.reshape(-1).unique()
     gap_before = torch.stack([(flat[idx.reshape(-1) == c].mean(0) - start[c]).norm() for c in used])
-    loss, metrics = tok.loss(frames)
-    assert float(metrics["tokenizer/codebook"]) == 0.0
+    loss, metrics = tokenizer_loss(tok, frames)
+    assert float(metrics["train/loss/tokenizer/codebook"]) == 0.0
     opt.step(loss)
     assert tok.codebook.grad is None
     moved = tok.codebook.detach()
@@ -236,14 +238,14 @@ def test_dead_code_reset_revives_never_used_codes(mode: str) -> None:
     frames = torch.rand(8, 3, SIZE, SIZE)
     first = None
     for call in range(1, 5):
-        _, metrics = tok.loss(frames)
-        first = first if first is not None else float(metrics["tokenizer/usage"])
-        assert ("tokenizer/dead_reset" in metrics) == (call == 4)
+        _, metrics = tokenizer_loss(tok, frames)
+        first = first if first is not None else float(metrics["train/tokenizer/usage"])
+        assert ("train/tokenizer/dead_reset" in metrics) == (call == 4)
     assert first is not None and first <= 4 / 32
-    assert float(metrics["tokenizer/dead_reset"]) >= 28 - 1e-6
+    assert float(metrics["train/tokenizer/dead_reset"]) >= 28 - 1e-6
     assert float(tok.codebook.detach()[4:].abs().max()) < 50.0, "dead rows were re-seeded"
-    _, metrics = tok.loss(frames)
-    assert float(metrics["tokenizer/usage"]) > 2 * first
+    _, metrics = tokenizer_loss(tok, frames)
+    assert float(metrics["train/tokenizer/usage"]) > 2 * first
 
 
 def test_dead_code_reset_never_runs_when_disabled() -> None:
@@ -252,8 +254,8 @@ def test_dead_code_reset_never_runs_when_disabled() -> None:
     with torch.no_grad():
         tok.codebook[4:] = 50.0
     for _ in range(5):
-        _, metrics = tok.loss(torch.rand(4, 3, SIZE, SIZE))
-        assert "tokenizer/dead_reset" not in metrics
+        _, metrics = tokenizer_loss(tok, torch.rand(4, 3, SIZE, SIZE))
+        assert "train/tokenizer/dead_reset" not in metrics
     assert float(tok.codebook.detach()[4:].min()) == 50.0
 
 
@@ -264,7 +266,7 @@ def test_state_dict_round_trip_keeps_tokens_and_the_reset_schedule() -> None:
     opt = Optimizer(tok.parameters(), lr=cfg.lr)
     frames = rectangles(8)
     for _ in range(3):
-        opt.step(tok.loss(frames)[0])
+        opt.step(tokenizer_loss(tok, frames)[0])
     state = tok.state_dict()
     assert {"codebook", "usage", "calls", "ema_cluster_size", "ema_embed_sum"} <= set(state)
     assert int(state["calls"]) == 3
@@ -276,8 +278,8 @@ def test_state_dict_round_trip_keeps_tokens_and_the_reset_schedule() -> None:
     for key, value in tok.state_dict().items():
         assert torch.equal(other.state_dict()[key], value), key
     # The call count came with the state: the 5th call (the 2nd after loading) checks.
-    assert "tokenizer/dead_reset" not in other.loss(frames)[1]
-    assert "tokenizer/dead_reset" in other.loss(frames)[1]
+    assert "train/tokenizer/dead_reset" not in tokenizer_loss(other, frames)[1]
+    assert "train/tokenizer/dead_reset" in tokenizer_loss(other, frames)[1]
 
 
 # -- perceptual loss ---------------------------------------------------------------------------
@@ -338,15 +340,16 @@ def test_tokenizer_uses_the_perceptual_loss_but_does_not_carry_it(vgg_file: Path
     assert sum(p.numel() for p in tok.parameters()) == sum(p.numel() for p in plain.parameters())
     tok.load_state_dict(plain.state_dict())
     frames = rectangles(2)
-    loss, metrics = tok.loss(frames)
-    plain_loss, _ = plain.loss(frames)
-    assert float(metrics["tokenizer/perceptual"]) > 0
+    loss, metrics = tokenizer_loss(tok, frames)
+    plain_loss, _ = tokenizer_loss(plain, frames)
+    assert float(metrics["train/loss/tokenizer/perceptual"]) > 0
     assert float(loss.detach()) == pytest.approx(
-        float(plain_loss.detach()) + 0.5 * float(metrics["tokenizer/perceptual"]), rel=1e-4
+        float(plain_loss.detach()) + 0.5 * float(metrics["train/loss/tokenizer/perceptual"]),
+        rel=1e-4,
     )
     tok.double()  # follows dtype / device moves of the tokenizer
     assert tok.perceptual_loss.features[0].weight.dtype == torch.float64
-    assert tok.loss(frames.double())[0].dtype == torch.float64
+    assert tokenizer_loss(tok, frames.double())[0].dtype == torch.float64
     off = Tokenizer(tiny(perceptual_weights=str(vgg_file), perceptual=0.0), image_size=SIZE)
     assert off.perceptual_loss is None
 
@@ -375,9 +378,9 @@ def _rank(rank: int, port: int, out: str) -> None:
     torch.manual_seed(100 + rank)  # each rank its own batches and random picks
     resets = []
     for _ in range(4):
-        loss, metrics = tok.loss(torch.rand(4, 3, 16, 16))
+        loss, metrics = tokenizer_loss(tok, torch.rand(4, 3, 16, 16))
         opt.step(loss)
-        resets.append(float(metrics.get("tokenizer/dead_reset", -1)))
+        resets.append(float(metrics.get("train/tokenizer/dead_reset", -1)))
     torch.save({"state": tok.state_dict(), "resets": resets}, Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 

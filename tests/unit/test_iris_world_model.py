@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wm_ray.models.iris.actor_critic import ActorCritic
-from wm_ray.models.iris.agent import world_model_loss
+from wm_ray.models.common.testing import assert_close_to_scale
+from wm_ray.models.common.actor_critic import ActorCritic
+from wm_ray.models.common.imagination import Trajectory, reinforce_loss, rollout
 from wm_ray.models.iris.config import ActorCriticConfig, TokenizerConfig, WorldModelConfig
-from wm_ray.models.iris.imagination import Dream, Trajectory, actor_critic_loss, imagine
+from wm_ray.models.iris.imagination import Dream, FrameDream
+from wm_ray.models.iris.losses import world_model_loss
 from wm_ray.models.iris.tokenizer import Tokenizer
 from wm_ray.models.iris.transformer import WorldModel
 
@@ -108,7 +110,7 @@ def test_kv_cache_gives_the_full_recomputation_logits(context: int) -> None:
         out = wm(wm.embed_tokens(ids[:, p : p + 1], p % BLOCK), cache=cache)
         outs.append(torch.cat([out.obs_logits, out.reward_logits, out.end_logits[..., None]], -1))
     cached = torch.cat(outs, 1)
-    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(cached, full, 1e-4, what="cached logits")
     assert cache.size <= context * BLOCK
     if context < steps:
         assert cache.start > 0, "the cache never slid"
@@ -135,7 +137,7 @@ def test_cached_dream_samples_what_full_recomputation_samples() -> None:
         results.append((torch.stack(frames), torch.stack(logits), dream.tokens_fed))
     (f1, l1, n1), (f2, l2, n2) = results
     assert torch.equal(f1, f2)
-    torch.testing.assert_close(l1, l2, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(l1, l2, 1e-4, what="reward and end logits")
     assert n1 == n2 == K + horizon * BLOCK
 
 
@@ -225,18 +227,20 @@ def test_imagination_masks_every_step_after_a_termination() -> None:
         wm.end_head[-1].bias.fill_(50.0)
     tokenizer = _tiny_tokenizer()
     cfg = ActorCriticConfig(cnn_depth=4, lstm=16, horizon=4, burn_in=0)
-    ac = ActorCritic(cfg, 3, 32, ACTIONS)
+    ac = ActorCritic(3, 32, ACTIONS, cfg.cnn_depth, cfg.lstm)
     start = torch.randint(0, VOCAB, (3, K))
     alive = torch.tensor([True, True, False])
-    traj = imagine(wm, tokenizer, ac, start, ac.initial(3, torch.device("cpu")), alive, cfg, None)
+    dream = FrameDream(wm, tokenizer, start, cfg.temperature, None)
+    state = ac.initial(3, torch.device("cpu"))
+    traj = rollout(dream, ac, dream.first_frame, state, alive, cfg.horizon, None)
     assert traj.ends.shape == (3, 4) and bool((traj.ends == 1).all())
     expected = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0, 0]])
     assert torch.equal(traj.alive, expected)
     assert traj.values.shape == (3, 5) and traj.logits.shape == (3, 4, ACTIONS)
-    loss, metrics = actor_critic_loss(traj, cfg)
+    loss, metrics = reinforce_loss(traj, cfg.gamma, cfg.lam, cfg.entropy)
     loss.backward()
     assert all(p.grad is not None for p in ac.parameters())
-    assert float(metrics["ac/alive"]) == pytest.approx(2 / 12)
+    assert float(metrics["train/imag/weight"]) == pytest.approx(2 / 12)
 
 
 def test_actor_critic_loss_pushes_up_actions_with_positive_advantage() -> None:
@@ -251,7 +255,7 @@ def test_actor_critic_loss_pushes_up_actions_with_positive_advantage() -> None:
         ends=torch.tensor([[1.0]]),
         alive=torch.ones(1, 1),
     )
-    loss, _ = actor_critic_loss(traj, cfg)
+    loss, _ = reinforce_loss(traj, cfg.gamma, cfg.lam, cfg.entropy)
     loss.backward()
     assert logits.grad is not None and values.grad is not None
     assert logits.grad[0, 0, 1] < 0 < logits.grad[0, 0, 0]  # descent raises action 1's logit

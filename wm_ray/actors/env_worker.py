@@ -28,9 +28,9 @@ from ray.exceptions import RayActorError
 
 from wm_ray.actors.naming import actor_name, resolve
 from wm_ray.config import Config
+from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
-from wm_ray.registry import create_model
 from wm_ray.replay import StreamWriter
 
 ENV_SEED_STRIDE = 1000

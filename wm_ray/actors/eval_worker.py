@@ -16,10 +16,10 @@ import torch
 
 from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
+from wm_ray.factory import create_model
 from wm_ray.loops.evaluate import evaluate
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.loops.train import EVAL_SEED_OFFSET
-from wm_ray.registry import create_model
 
 
 class EvalWorker:

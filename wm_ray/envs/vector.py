@@ -223,7 +223,7 @@ class VectorEnv:
 
 
 class EnvFactory:
-    """Picklable ``make_fn`` for :class:`VectorEnv`: ``wm_ray.registry.make_env`` per index.
+    """Picklable ``make_fn`` for :class:`VectorEnv`: ``wm_ray.envs.registry.make_env`` per index.
 
     Args:
         env_id: Env id, e.g. ``CartPole-v1`` or ``dmc:walker-walk``.
@@ -238,7 +238,7 @@ class EnvFactory:
 
     def __call__(self, index: int) -> gym.Env:
         """Build env ``index`` (seeding happens at the vector env's first reset)."""
-        from wm_ray.registry import make_env  # avoid an import cycle
+        from wm_ray.envs.registry import make_env  # imports wm_ray.config: only when envs are made
 
         return make_env(self.env_id, backend=self.backend, **self.options)
 

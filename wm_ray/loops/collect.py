@@ -20,10 +20,10 @@ import numpy as np
 
 from wm_ray.config import Config, ResourcesConfig
 from wm_ray.config_io import save_config
+from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
-from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
 from wm_ray.storage import resolve_run_dir
 

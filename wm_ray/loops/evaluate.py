@@ -58,9 +58,9 @@ def evaluate_run(
     staging directory first (:meth:`wm_ray.storage.RunStorage.restore`) and a video is uploaded
     to its ``videos/``.
     """
+    from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env, open_checkpoint
     from wm_ray.media import write_video
-    from wm_ray.registry import create_model
 
     (local, storage), config, path = open_checkpoint(run_dir, which, "evaluate")
     venv = make_vector_env(

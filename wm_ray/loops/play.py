@@ -104,9 +104,9 @@ def play_run(
         predicted rewards), ``real_return``, ``dream_end`` (first predicted termination step or
         None), ``checkpoint``, ``actions``.
     """
+    from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env, open_checkpoint
     from wm_ray.media import write_video
-    from wm_ray.registry import create_model
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")

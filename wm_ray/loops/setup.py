@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wm_ray.config import Config, EnvConfig
+from wm_ray.envs.registry import env_options
 from wm_ray.envs.vector import EnvFactory, VectorEnv
 
 if TYPE_CHECKING:
     from wm_ray.storage import RunStorage
-
-_VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
-
-
-def env_options(env: EnvConfig) -> dict[str, Any]:
-    """Backend options of an env config: every field but the vectorization ones.
-
-    Fields left at ``None`` mean "backend default" and are not passed; ``pixels`` and
-    ``image_size`` are passed only when they differ from the defaults, so a backend that has
-    no use for an option only sees it when the user set it (and then refuses it clearly).
-    """
-    defaults = EnvConfig()
-    options = {}
-    for f in dataclasses.fields(env):
-        value = getattr(env, f.name)
-        if f.name in _VECTOR_FIELDS or value is None or value == getattr(defaults, f.name):
-            continue
-        options[f.name] = value
-    return options
 
 
 def make_vector_env(env: EnvConfig, seed: int, num_envs: int | None = None) -> VectorEnv:

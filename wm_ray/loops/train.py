@@ -24,12 +24,12 @@ import numpy as np
 from wm_ray import checkpoint as ckpt
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, diff, load_config, save_config, to_yaml
+from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.evaluate import evaluate
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
-from wm_ray.registry import create_model
 from wm_ray.replay import Replay, StreamWriter
 from wm_ray.storage import RunStorage, resolve_run_dir
 

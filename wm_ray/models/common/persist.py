@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wm_ray.models.common import Optimizer
+from wm_ray.models.common.optim import Optimizer
 
 HAVE_SAFETENSORS = importlib.util.find_spec("safetensors") is not None
 """safetensors is a dependency of wm_ray; ``torch.save`` is the fallback without it."""
@@ -91,8 +91,14 @@ def load(
     optimizers: Mapping[str, Optimizer],
     gen: torch.Generator,
     family: str,
+    subset: bool = False,
 ) -> dict[str, int]:
-    """Restore what :func:`save` wrote; returns the counters."""
+    """Restore what :func:`save` wrote; returns the counters.
+
+    With ``subset`` the checkpoint may hold more tensors than ``nets`` (an acting-only agent
+    reading a learner's checkpoint): only those of ``nets`` are read, and every one of them
+    must be there.
+    """
     WEIGHTS, WEIGHTS_TORCH, OPTIM, COUNTERS = _files(family)
     if (directory / WEIGHTS).is_file() and HAVE_SAFETENSORS:
         from safetensors.torch import load_file
@@ -105,6 +111,8 @@ def load(
     for name in (OPTIM, COUNTERS):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{family} checkpoint {str(directory)!r} lacks {name}")
+    if subset:
+        tensors = {k: v for k, v in tensors.items() if k in nets.state_dict()}
     _load_module(nets, tensors, f"checkpoint {str(directory)!r}")
     extra = torch.load(directory / OPTIM, map_location="cpu", weights_only=True)
     for name, opt in optimizers.items():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -19,53 +18,79 @@ import numpy as np
 import torch
 from torch import nn
 
+from wm_ray import metrics as M
 from wm_ray.models.common import (
     Optimizer,
     ReturnNormalizer,
-    persist,
     postprocess_image,
     use_channels_last,
 )
 from wm_ray.models.common import preprocess_image as to_model_space
-from wm_ray.models.common.device import resolve_device, synchronize
+from wm_ray.models.common.agent import AgentBase
+from wm_ray.models.common.data import ActionSpec, batch_tensors, obs_shapes, obs_tensors
+from wm_ray.models.common.device import synchronize
 from wm_ray.models.dreamer.config import RootConfig, check_config
-from wm_ray.models.dreamer.data import ActionSpec, batch_tensors, obs_tensors
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
-from wm_ray.models.dreamer.networks import State, build_networks, obs_shapes, param_counts
+from wm_ray.models.dreamer.networks import (
+    State,
+    build_acting_networks,
+    build_networks,
+    param_counts,
+)
 
 Carry = tuple[State, torch.Tensor]
 
 
-class DreamerAgent:
+class DreamerAgent(AgentBase):
     """DreamerV3 with categorical (or Gaussian, v1) latents. See the package README.
 
     Args:
         obs_space: single-env Dict space with ``image`` (H, W, C) uint8 and/or ``vector`` (D,).
         act_space: Discrete or flat Box (actions in [-1, 1]).
         config: the root config (reads ``dreamer``, ``run.seed``, ``run.device``).
+        acting: only the encoder, the RSSM and the actor (env and eval workers).
     """
 
-    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig):
-        self.config = config
+    family = "dreamer"
+
+    def __init__(
+        self,
+        obs_space: gym.spaces.Dict,
+        act_space: gym.Space,
+        config: RootConfig,
+        acting: bool = False,
+    ) -> None:
+        super().__init__(obs_space, act_space, config, acting)
         self.cfg = cfg = config.dreamer
         check_config(cfg)
-        self.device = resolve_device(config.run.device)
         self.shapes = obs_shapes(obs_space)
         self.act = ActionSpec.of(act_space)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
-            nets = build_networks(self.shapes, self.act.dim, self.act.discrete, cfg)
-        self.wm, self.actor, self.critic = nets
+            if acting:
+                self.wm, self.actor = build_acting_networks(
+                    self.shapes, self.act.dim, self.act.discrete, cfg
+                )
+            else:
+                self.wm, self.actor, self.critic = build_networks(
+                    self.shapes, self.act.dim, self.act.discrete, cfg
+                )
         if config.run.compile:
             self.wm.rssm.compile_steps(config.run.compile_mode)
         if config.run.channels_last:
             use_channels_last(self.wm)
+        grad = cfg.ac.actor_grad
+        self.dynamics = grad == "dynamics" or (grad == "auto" and not self.act.discrete)
+        self.bf16 = config.run.precision == "bf16"
+        if acting:
+            self._set_networks({"wm": self.wm, "actor": self.actor})
+            return
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         ac = cfg.ac
         self.retnorm = ReturnNormalizer(
             ac.retnorm_decay, ac.retnorm_limit, ac.retnorm_low, ac.retnorm_high
         )
-        self.nets = nn.ModuleDict(
+        self._set_networks(
             {
                 "wm": self.wm,
                 "actor": self.actor,
@@ -73,8 +98,7 @@ class DreamerAgent:
                 "slow_critic": self.slow_critic,
                 "retnorm": self.retnorm,
             }
-        ).to(self.device)
-        self.gen = torch.Generator(self.device).manual_seed(config.run.seed)
+        )
         opt = cfg.opt
         self.model_opt = Optimizer(
             self.wm.parameters(),
@@ -97,10 +121,6 @@ class DreamerAgent:
             clip=opt.critic_clip,
             warmup=opt.warmup,
         )
-        grad = ac.actor_grad
-        self.dynamics = grad == "dynamics" or (grad == "auto" and not self.act.discrete)
-        self.updates = 0
-        self.bf16 = config.run.precision == "bf16"
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast of the learner's forward passes where ``run.precision=bf16``."""
@@ -125,17 +145,8 @@ class DreamerAgent:
             The new carry, env actions (int64 ``(N,)`` or float32 ``(N, A)`` in [-1, 1]) and
             no extra outputs.
         """
-        if mode not in ("explore", "eval"):
-            raise ValueError(f"policy mode must be 'explore' or 'eval', got {mode!r}")
-        if "is_first" not in obs:
-            raise ValueError(f"obs needs 'is_first' to reset restarted streams (got {sorted(obs)})")
         state, prev_action = carry
-        is_first = torch.as_tensor(np.asarray(obs["is_first"], bool)).to(self.device)
-        if is_first.shape != (prev_action.shape[0],):
-            raise ValueError(
-                f"obs['is_first'] has shape {tuple(is_first.shape)} but the carry holds "
-                f"{prev_action.shape[0]} streams (init_policy(N) with the env count)"
-            )
+        is_first = self.check_policy_inputs(obs, prev_action.shape[0], mode)
         embed = self.wm.encoder(obs_tensors(obs, self.shapes, self.device, lead=1))
         state, _ = self.wm.rssm.obs_step(state, prev_action, embed, is_first, self.gen)
         dist = self.actor(self.wm.rssm.features(state))
@@ -161,6 +172,7 @@ class DreamerAgent:
                 ``is_first``, ``is_terminal`` (``wm_ray.types``).
             state: from :meth:`init_train` (unused).
         """
+        self.require_learner()
         data = batch_tensors(batch, self.shapes, self.act, self.device)
         start_time = time.perf_counter()
         with self._autocast():
@@ -189,20 +201,20 @@ class DreamerAgent:
         end_time = time.perf_counter()
         self.updates += 1
         tensors = {
-            "loss/model": wm_loss.detach(),
+            M.loss(M.WORLD_MODEL): wm_loss.detach(),
             **wm_metrics,
-            "loss/actor": actor_loss.detach(),
-            "loss/critic": critic_loss.detach(),
+            M.loss(M.ACTOR): actor_loss.detach(),
+            M.loss(M.CRITIC): critic_loss.detach(),
             **ac_metrics,
-            "grad_norm/model": model_stats["grad_norm"],
-            "grad_norm/actor": actor_stats["grad_norm"],
-            "grad_norm/critic": critic_stats["grad_norm"],
+            M.grad_norm(M.WORLD_MODEL): model_stats["grad_norm"],
+            M.grad_norm(M.ACTOR): actor_stats["grad_norm"],
+            M.grad_norm(M.CRITIC): critic_stats["grad_norm"],
         }
-        values = torch.stack([v.float().to(self.device) for v in tensors.values()]).tolist()
-        metrics = {f"train/{k}": float(v) for k, v in zip(tensors, values)}
-        metrics["time/world_model"] = mid_time - start_time
-        metrics["time/actor_critic"] = end_time - mid_time
-        return state, metrics
+        times = {
+            M.timing(M.WORLD_MODEL): mid_time - start_time,
+            M.timing(M.ACTOR_CRITIC): end_time - mid_time,
+        }
+        return state, self.to_floats(tensors, times)
 
     @torch.no_grad()
     def _update_slow_critic(self) -> None:
@@ -222,6 +234,7 @@ class DreamerAgent:
         """
         if "image" not in self.shapes:
             return {}
+        self.require_learner()
         data = batch_tensors(
             {k: np.asarray(v)[:1] for k, v in batch.items()}, self.shapes, self.act, self.device
         )
@@ -244,30 +257,16 @@ class DreamerAgent:
 
     # ----------------------------------------------------------------------------- weights
 
-    def acting_weights(self) -> dict[str, Any]:
-        """CPU copies of the ``encoder``, ``rssm`` and ``actor`` state dicts."""
-        return persist.cpu_state_dicts(self._acting_modules())
-
-    def load_acting_weights(self, weights: dict[str, Any]) -> None:
-        """Load what :meth:`acting_weights` returned (e.g. on an env worker)."""
-        persist.load_state_dicts(self._acting_modules(), weights)
-
-    def _acting_modules(self) -> dict[str, nn.Module]:
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """The ``encoder``, ``rssm`` and ``actor``."""
         return {"encoder": self.wm.encoder, "rssm": self.wm.rssm, "actor": self.actor}
+
+    def optimizers(self) -> dict[str, Optimizer]:
+        if self.acting:
+            return {}
+        return {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part and ``total`` (see :func:`networks.param_counts`)."""
+        self.require_learner()
         return param_counts(self.wm, self.actor, self.critic)
-
-    def save(self, directory: Path) -> None:
-        """Write weights, optimizer states, normalizer, slow critic, generator and counters."""
-        optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-        persist.save(
-            Path(directory), self.nets, optimizers, self.gen, {"updates": self.updates}, "dreamer"
-        )
-
-    def load(self, directory: Path) -> None:
-        """Restore everything :meth:`save` wrote, exactly."""
-        optimizers = {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-        counters = persist.load(Path(directory), self.nets, optimizers, self.gen, "dreamer")
-        self.updates = int(counters["updates"])

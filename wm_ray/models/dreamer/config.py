@@ -8,7 +8,7 @@ own settings (Hafner et al. 2023, hyperparameter table) at size S, and
 ``configs/size_{debug,xs,s,m,l}.yaml`` switch network sizes. The agent reads only
 ``config.dreamer``, ``config.run.seed``, ``config.run.device``, ``config.replay.batch_size`` and
 ``config.replay.seq_len`` (see :class:`RootConfig`). This module imports neither torch nor
-``wm_ray.config`` at run time, so the root config can import it cheaply.
+``wm_ray.config`` at run time, so the root config can build its section from it cheaply.
 """
 
 from __future__ import annotations
@@ -16,30 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
-if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``dreamer`` section
+from wm_ray.models.rssm.config import RSSMConfig
+
+if TYPE_CHECKING:  # wm_ray.config builds its ``dreamer`` section from this module
     from wm_ray.config import ReplayConfig, RunConfig
 
-
-@dataclass(frozen=True)
-class RSSMConfig:
-    """The recurrent state-space model: a normalized GRU plus stochastic latents."""
-
-    latent: Literal["categorical", "gaussian"] = "categorical"
-    """categorical: DreamerV3's groups x classes one-hots; gaussian: Dream to Control's (v1)."""
-    deter: int = 64
-    """Units of the deterministic GRU state h."""
-    hidden: int = 64
-    """Width of the layers around the GRU (input layer, prior and posterior heads)."""
-    stoch: int = 8
-    """Categorical groups, or dimensions of the Gaussian latent."""
-    classes: int = 8
-    """Classes per categorical group (unused by the Gaussian latent)."""
-    unimix: float = 0.01
-    """Share of the uniform distribution mixed into every latent categorical."""
-    min_std: float = 0.1
-    """Gaussian latent: std = softplus(raw) + min_std."""
-    initial: Literal["learned", "zeros"] = "learned"
-    """Initial state: learned (h0 = tanh(w), z0 = prior mode of h0) or all zeros."""
+__all__ = [
+    "ActorCriticConfig",
+    "DreamerConfig",
+    "LossConfig",
+    "OptimConfig",
+    "RSSMConfig",
+    "RootConfig",
+    "check_config",
+]
 
 
 @dataclass(frozen=True)

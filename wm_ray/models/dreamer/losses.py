@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import torch
 
+from wm_ray import metrics as M
 from wm_ray.models.common import (
     BoundedNormal,
     Features,
@@ -39,32 +40,13 @@ from wm_ray.models.common import (
     preprocess_image,
     symlog,
 )
+from wm_ray.models.common.data import SeqBatch
 from wm_ray.models.dreamer.config import ActorCriticConfig, LossConfig
-from wm_ray.models.dreamer.latents import Latent, latent_kl
 from wm_ray.models.dreamer.networks import Actor, Critic, State, WorldModel
-from wm_ray.models.dreamer.rssm import stack_states
+from wm_ray.models.rssm.latents import Latent, latent_kl
+from wm_ray.models.rssm.rssm import stack_states
 
 Metrics = dict[str, torch.Tensor]
-
-
-class SeqBatch(NamedTuple):
-    """A replayed batch as tensors on the model's device.
-
-    Attributes:
-        obs: ``image (B, T, H, W, C)`` uint8 and/or ``vector (B, T, D)`` float32.
-        action: ``(B, T, A)`` the action taken at step t (one-hot for discrete spaces).
-        prev_action: ``(B, T, A)`` the action taken before step t (zeros where is_first).
-        reward: ``(B, T)`` the reward that arrived with step t.
-        is_first: ``(B, T)`` bool, set at t = 0 too (every sequence starts from the initial state).
-        is_terminal: ``(B, T)`` bool.
-    """
-
-    obs: dict[str, torch.Tensor]
-    action: torch.Tensor
-    prev_action: torch.Tensor
-    reward: torch.Tensor
-    is_first: torch.Tensor
-    is_terminal: torch.Tensor
 
 
 def kl_losses(
@@ -97,7 +79,8 @@ def world_model_loss(
     """The world-model loss of a batch.
 
     Returns:
-        The scalar loss, metrics (0-dim tensors: ``loss/<term>`` means, ``kl``, entropies) and
+        The scalar loss, metrics (0-dim tensors named as in :mod:`wm_ray.metrics`: the term
+        means ``train/loss/world_model/<term>``, the KL and the latent entropies) and
         the posterior states ``(B, T, ...)`` (with gradient; detach them to start imagination).
     """
     embed = wm.encoder(data.obs)
@@ -126,10 +109,12 @@ def world_model_loss(
     scales.update(reward=cfg.reward_scale, cont=cfg.cont_scale)
     means = {name: term.mean() for name, term in terms.items()}
     loss = torch.stack([scales[name] * value for name, value in means.items()]).sum()
-    metrics = {f"loss/{name}": value.detach() for name, value in means.items()}
-    metrics["kl"] = kl.mean()
-    metrics["prior_entropy"] = wm.rssm.dist(prior_stats.detach()).entropy().mean()
-    metrics["post_entropy"] = wm.rssm.dist(post_stats.detach()).entropy().mean()
+    metrics = {M.loss(M.WORLD_MODEL, name): value.detach() for name, value in means.items()}
+    metrics[M.diagnostic(M.WORLD_MODEL, "kl")] = kl.mean()
+    prior_entropy = wm.rssm.dist(prior_stats.detach()).entropy().mean()
+    metrics[M.diagnostic(M.WORLD_MODEL, "prior_entropy")] = prior_entropy
+    post_entropy = wm.rssm.dist(post_stats.detach()).entropy().mean()
+    metrics[M.diagnostic(M.WORLD_MODEL, "post_entropy")] = post_entropy
     return loss, metrics, posts
 
 
@@ -262,12 +247,12 @@ def actor_critic_losses(
     critic_nll = critic_nll - cfg.slow_critic_reg * values.log_prob(slow_value[:, :horizon])
     critic_loss = (weight * critic_nll).mean()
     metrics = {
-        "actor_entropy": entropy.detach().mean(),
-        "return_scale": scale.detach(),
-        "imag_return": returns.detach().mean(),
-        "imag_value": base.mean(),
-        "imag_reward": traj.reward.detach().mean(),
-        "imag_weight": weight.mean(),
-        "advantage": adv.detach().mean(),
+        M.ACTOR_ENTROPY: entropy.detach().mean(),
+        M.RETURN_SCALE: scale.detach(),
+        M.IMAG_RETURN: returns.detach().mean(),
+        M.IMAG_VALUE: base.mean(),
+        M.IMAG_REWARD: traj.reward.detach().mean(),
+        M.IMAG_WEIGHT: weight.mean(),
+        M.IMAG_ADVANTAGE: adv.detach().mean(),
     }
     return ACLosses(actor_loss, critic_loss, returns, metrics)

@@ -4,7 +4,7 @@
   features are concatenated into the embedding ``e_t``.
 - :class:`Decoder`: a :class:`ConvDecoder` for ``image`` (mean in ``x / 255 - 0.5`` space) and
   an MLP predicting ``symlog(vector)``.
-- :class:`WorldModel`: encoder + :class:`~wm_ray.models.dreamer.rssm.RSSM` + decoder + reward
+- :class:`WorldModel`: encoder + :class:`~wm_ray.models.rssm.rssm.RSSM` + decoder + reward
   head (two-hot over 255 symexp bins, zero-initialized output) + continue head (Bernoulli logit).
 - :class:`Actor`: unimix categorical (discrete) or :class:`BoundedNormal` (continuous).
 - :class:`Critic`: two-hot value head, zero-initialized output.
@@ -16,7 +16,6 @@ a tensor, or a :class:`~wm_ray.models.common.OneHotInput` (``RSSM.features``) wh
 
 from __future__ import annotations
 
-import gymnasium as gym
 import torch
 from torch import nn
 
@@ -33,9 +32,10 @@ from wm_ray.models.common import (
     init_zero_,
     symlog,
 )
+from wm_ray.models.common.data import obs_shapes
 from wm_ray.models.common.onehot import dense
 from wm_ray.models.dreamer.config import DreamerConfig
-from wm_ray.models.dreamer.rssm import RSSM, State
+from wm_ray.models.rssm.rssm import RSSM, State
 
 __all__ = [
     "RSSM",
@@ -45,28 +45,11 @@ __all__ = [
     "Encoder",
     "State",
     "WorldModel",
+    "build_acting_networks",
     "build_networks",
     "obs_shapes",
     "param_counts",
 ]
-
-
-def obs_shapes(obs_space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
-    """Shapes of the ``image`` (H, W, C) and/or ``vector`` (D,) entries of a Dict obs space."""
-    if not isinstance(obs_space, gym.spaces.Dict):
-        raise TypeError(f"Dreamer needs a Dict observation space, got {obs_space}")
-    unknown = sorted(set(obs_space.spaces) - {"image", "vector"})
-    if unknown or not obs_space.spaces:
-        raise ValueError(
-            f"Dreamer reads the observation keys 'image' and 'vector'; got {sorted(obs_space)}"
-        )
-    shapes = {key: tuple(space.shape or ()) for key, space in obs_space.spaces.items()}
-    image, vector = shapes.get("image"), shapes.get("vector")
-    if image is not None and (len(image) != 3 or image[0] != image[1]):
-        raise ValueError(f"'image' must be square (H, W, C), got shape {image}")
-    if vector is not None and len(vector) != 1:
-        raise ValueError(f"'vector' must be flat (D,), got shape {vector}")
-    return shapes
 
 
 class Encoder(nn.Module):
@@ -127,21 +110,32 @@ class WorldModel(nn.Module):
         shapes: observation shapes from :func:`obs_shapes`.
         action_dim: size of the (one-hot) action the RSSM receives.
         config: the ``dreamer`` config section.
+        acting: only the encoder and the RSSM (what acting needs); the heads are then missing.
     """
 
+    decoder: Decoder
+    reward: MLP
+    cont: MLP
+
     def __init__(
-        self, shapes: dict[str, tuple[int, ...]], action_dim: int, config: DreamerConfig
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        action_dim: int,
+        config: DreamerConfig,
+        acting: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = Encoder(shapes, config)
         self.rssm = RSSM(config.rssm, self.encoder.out_dim, action_dim)
+        self.twohot = TwoHot(config.bins)
+        if acting:
+            return
         feat = self.rssm.feat_dim
         self.decoder = Decoder(feat, shapes, config)
         self.reward = MLP(feat, config.bins, config.units, config.layers)
         assert self.reward.out is not None
         init_zero_(self.reward.out)
         self.cont = MLP(feat, 1, config.units, config.layers)
-        self.twohot = TwoHot(config.bins)
 
     def reward_dist(self, feat: Features) -> TwoHotDist:
         """Two-hot reward distribution ``(...)`` of ``feat (..., F)``."""
@@ -202,6 +196,14 @@ def build_networks(
     wm = WorldModel(shapes, action_dim, config)
     actor = Actor(wm.rssm.feat_dim, action_dim, discrete, config)
     return wm, actor, Critic(wm.rssm.feat_dim, config)
+
+
+def build_acting_networks(
+    shapes: dict[str, tuple[int, ...]], action_dim: int, discrete: bool, config: DreamerConfig
+) -> tuple[WorldModel, Actor]:
+    """What acting needs: the world model's encoder and RSSM, and the actor."""
+    wm = WorldModel(shapes, action_dim, config, acting=True)
+    return wm, Actor(wm.rssm.feat_dim, action_dim, discrete, config)
 
 
 def param_counts(wm: WorldModel, actor: Actor, critic: Critic) -> dict[str, int]:

@@ -13,76 +13,26 @@ frames with given actions (``wm-ray play``).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from wm_ray.models.common import Optimizer, persist
-from wm_ray.models.common.device import resolve_device, synchronize
-from wm_ray.models.iris.actor_critic import ActorCritic, LSTMState
+from wm_ray import metrics as M
+from wm_ray.models.common import Optimizer
+from wm_ray.models.common.actor_critic import ActorCritic, LSTMState
+from wm_ray.models.common.agent import AgentBase
+from wm_ray.models.common.device import synchronize
+from wm_ray.models.common.imagination import reinforce_loss, rollout, sample_logits
 from wm_ray.models.iris.config import RootConfig, check_config
-from wm_ray.models.iris.imagination import Dream, actor_critic_loss, imagine, sample_logits
-from wm_ray.models.iris.tokenizer import Tokenizer
-from wm_ray.models.iris.transformer import WorldModel
-
-IGNORE = -100
+from wm_ray.models.iris.imagination import Dream, FrameDream
+from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss, world_model_loss
+from wm_ray.models.iris.networks import Tokenizer, build_networks
 
 
-def world_model_loss(
-    wm: WorldModel,
-    tokens: torch.Tensor,
-    actions: torch.Tensor,
-    is_first: torch.Tensor,
-    reward: torch.Tensor,
-    is_terminal: torch.Tensor,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Next-token cross-entropy plus reward and termination losses on replayed sequences.
-
-    Args:
-        tokens: ``(B, T, K)`` frame tokens; actions ``(B, T)`` model actions (0-based);
-            is_first, reward, is_terminal ``(B, T)`` as stored (``wm_ray.types``).
-
-    The transition ``t -> t+1`` is learned only where step ``t + 1`` continues the episode of
-    step ``t`` (not ``is_first``); the first token of an episode's first frame has no target.
-    """
-    batch, steps, k = tokens.shape
-    block = k + 1
-    out = wm(wm.interleave(tokens, actions), mask=wm.training_mask(is_first))
-    ids = torch.cat([tokens, torch.full_like(tokens[:, :, :1], IGNORE)], 2)
-    ids[:, :, 0] = ids[:, :, 0].masked_fill(is_first, IGNORE)
-    flat = ids.flatten(1)
-    targets = torch.cat([flat[:, 1:], torch.full_like(flat[:, :1], IGNORE)], 1)
-    logits = out.obs_logits.flatten(0, 1).float()
-    obs_loss = F.cross_entropy(logits, targets.flatten(), ignore_index=IGNORE)
-    with torch.no_grad():
-        valid_tok = targets.flatten() != IGNORE
-        correct = (logits.argmax(-1) == targets.flatten()) & valid_tok
-        accuracy = correct.sum() / valid_tok.sum().clamp(min=1)
-    at_action = slice(None), slice(None, -1), k
-    reward_logits = out.reward_logits.view(batch, steps, block, -1)[at_action]
-    end_logits = out.end_logits.view(batch, steps, block)[at_action]
-    valid = (~is_first[:, 1:]).float()
-    norm = valid.sum().clamp(min=1.0)
-    reward_loss = (wm.reward_loss(reward_logits.float(), reward[:, 1:]) * valid).sum() / norm
-    end_target = is_terminal[:, 1:].float()
-    end_bce = F.binary_cross_entropy_with_logits(end_logits.float(), end_target, reduction="none")
-    end_loss = (end_bce * valid).sum() / norm
-    loss = obs_loss + reward_loss + end_loss
-    metrics = {
-        "wm/obs_loss": obs_loss.detach(),
-        "wm/obs_accuracy": accuracy,
-        "wm/reward_loss": reward_loss.detach(),
-        "wm/end_loss": end_loss.detach(),
-    }
-    return loss, metrics
-
-
-class IrisAgent:
+class IrisAgent(AgentBase):
     """IRIS: discrete autoencoder, causal transformer world model, actor-critic in imagination.
 
     Args:
@@ -91,10 +41,19 @@ class IrisAgent:
         act_space: a Discrete space.
         config: the root config (reads ``iris``, ``run.seed``, ``run.device``,
             ``replay.seq_len``).
+        acting: only the tokenizer and the actor-critic (env and eval workers).
     """
 
-    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig):
-        self.config = config
+    family = "iris"
+
+    def __init__(
+        self,
+        obs_space: gym.spaces.Dict,
+        act_space: gym.Space,
+        config: RootConfig,
+        acting: bool = False,
+    ) -> None:
+        super().__init__(obs_space, act_space, config, acting)
         self.cfg = cfg = config.iris
         check_config(cfg, config.replay.seq_len)
         image = obs_space.spaces.get("image") if isinstance(obs_space, gym.spaces.Dict) else None
@@ -106,32 +65,18 @@ class IrisAgent:
             )
         if not isinstance(act_space, gym.spaces.Discrete):
             raise ValueError(f"IRIS needs a Discrete action space, got {act_space}; use dreamer")
-        self.image_shape = tuple(int(s) for s in shape)
-        size, channels = self.image_shape[0], self.image_shape[2]
+        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
         self.num_actions, self.action_start = int(act_space.n), int(act_space.start)
-        unsupported = {
-            "run.compile": (config.run.compile, False),
-            "run.precision": (config.run.precision, "fp32"),
-            "run.channels_last": (config.run.channels_last, False),
-        }
-        for key, (value, default) in unsupported.items():
-            if value != default:
-                raise ValueError(
-                    f"{key}={value} is not implemented for IRIS (only for dreamer); "
-                    f"leave it at {default}"
-                )
-        self.device = resolve_device(config.run.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
-            self.tokenizer = Tokenizer(cfg.tokenizer, image_size=size, channels=channels)
-            self.wm = WorldModel(
-                cfg.world_model, cfg.tokenizer.vocab, cfg.tokenizer.tokens, self.num_actions
-            )
-            self.ac = ActorCritic(cfg.ac, channels, size, self.num_actions)
-        self.nets = nn.ModuleDict({"tokenizer": self.tokenizer, "wm": self.wm, "ac": self.ac}).to(
-            self.device
-        )
-        self.gen = torch.Generator(self.device).manual_seed(config.run.seed)
+            nets = build_networks(cfg, self.image_shape, self.num_actions, acting=acting)
+        self.tokenizer, self.ac = nets.tokenizer, nets.actor_critic
+        if acting:
+            self._set_networks({"tokenizer": self.tokenizer, "ac": self.ac})
+            return
+        assert nets.world_model is not None
+        self.wm = nets.world_model
+        self._set_networks({"tokenizer": self.tokenizer, "wm": self.wm, "ac": self.ac})
         self.tok_opt = Optimizer(
             self.tokenizer.parameters(), cfg.tokenizer.lr, clip=cfg.tokenizer.clip
         )
@@ -144,7 +89,6 @@ class IrisAgent:
             no_decay=self.wm.no_decay(),
         )
         self.ac_opt = Optimizer(self.ac.parameters(), cfg.ac.lr, clip=cfg.ac.clip)
-        self.updates = 0
 
     # ----------------------------------------------------------------------------- acting
 
@@ -173,16 +117,7 @@ class IrisAgent:
         explore: sample (temperature 1), with probability ``ac.epsilon`` a uniform action;
         eval: sample at ``ac.eval_temperature`` (0: the most likely action).
         """
-        if mode not in ("explore", "eval"):
-            raise ValueError(f"policy mode must be 'explore' or 'eval', got {mode!r}")
-        if "is_first" not in obs or "image" not in obs:
-            raise ValueError(f"obs needs 'image' and 'is_first' (got {sorted(obs)})")
-        is_first = torch.as_tensor(np.asarray(obs["is_first"], bool)).to(self.device)
-        if is_first.shape != (carry[0].shape[0],):
-            raise ValueError(
-                f"obs['is_first'] has shape {tuple(is_first.shape)} but the carry holds "
-                f"{carry[0].shape[0]} streams (init_policy(N) with the env count)"
-            )
+        is_first = self.check_policy_inputs(obs, carry[0].shape[0], mode, ("image",))
         frames = self.tokenizer.encode_decode(self._frames(obs["image"]))
         logits, _, state = self.ac(frames, ActorCritic.reset(carry, is_first))
         if mode == "explore":
@@ -208,6 +143,7 @@ class IrisAgent:
 
     def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]:
         """One update of every part whose start has come (see the module docstring)."""
+        self.require_learner()
         start, cfg = self.cfg.start, self.cfg
         frames = self._frames(batch["image"])  # (B, T, C, H, W)
         b, t = frames.shape[:2]
@@ -233,12 +169,12 @@ class IrisAgent:
                 pick = torch.randperm(flat.shape[0], generator=self.gen, device=self.device)
                 flat = flat[pick[:count]]
             self.tokenizer.train()
-            loss, metrics = self.tokenizer.loss(flat)
+            loss, metrics = tokenizer_loss(self.tokenizer, flat)
             stats = self.tok_opt.step(loss)
-            tensors.update(metrics, **{"tokenizer/loss": loss.detach()})
-            tensors["grad_norm/tokenizer"] = stats["grad_norm"]
+            tensors.update(metrics)
+            tensors[M.grad_norm(TOKENIZER)] = stats["grad_norm"]
             synchronize(self.device)
-            times["time/tokenizer"] = time.perf_counter() - tick
+            times[M.timing(TOKENIZER)] = time.perf_counter() - tick
         train_wm = self.updates >= start.world_model
         train_ac = self.updates >= start.actor_critic
         if train_wm or train_ac:
@@ -251,23 +187,18 @@ class IrisAgent:
                 self.wm, tokens, actions, flag["is_first"], reward, flag["is_terminal"]
             )
             stats = self.wm_opt.step(loss)
-            tensors.update(metrics, **{"wm/loss": loss.detach()})
-            tensors["grad_norm/wm"] = stats["grad_norm"]
+            tensors.update(metrics)
+            tensors[M.grad_norm(M.WORLD_MODEL)] = stats["grad_norm"]
             synchronize(self.device)
-            times["time/world_model"] = time.perf_counter() - tick
+            times[M.timing(M.WORLD_MODEL)] = time.perf_counter() - tick
         if train_ac:
             tick = time.perf_counter()
             loss, metrics = self._train_actor_critic(tokens, flag["is_first"], flag["is_terminal"])
             tensors.update(metrics)
             synchronize(self.device)
-            times["time/actor_critic"] = time.perf_counter() - tick
+            times[M.timing(M.ACTOR_CRITIC)] = time.perf_counter() - tick
         self.updates += 1
-        out: dict[str, float] = {}
-        if tensors:
-            values = torch.stack([v.float().to(self.device) for v in tensors.values()]).tolist()
-            out = {f"train/{k}": float(v) for k, v in zip(tensors, values)}
-        out.update(times)
-        return state, out
+        return state, self.to_floats(tensors, times)
 
     def _train_actor_critic(
         self, tokens: torch.Tensor, is_first: torch.Tensor, is_terminal: torch.Tensor
@@ -287,20 +218,13 @@ class IrisAgent:
                     state = ActorCritic.reset(state, is_first[:, first + i])
                     _, _, state = self.ac(recon[:, i], state)
             state = ActorCritic.reset(state, is_first[:, -1])
-        traj = imagine(
-            self.wm,
-            self.tokenizer,
-            self.ac,
-            tokens[:, -1],
-            state,
-            ~is_terminal[:, -1],
-            ac_cfg,
-            self.gen,
+        dream = FrameDream(self.wm, self.tokenizer, tokens[:, -1], ac_cfg.temperature, self.gen)
+        traj = rollout(
+            dream, self.ac, dream.first_frame, state, ~is_terminal[:, -1], ac_cfg.horizon, self.gen
         )
-        loss, metrics = actor_critic_loss(traj, ac_cfg)
+        loss, metrics = reinforce_loss(traj, ac_cfg.gamma, ac_cfg.lam, ac_cfg.entropy)
         stats = self.ac_opt.step(loss)
-        metrics["ac/loss"] = loss.detach()
-        metrics["grad_norm/ac"] = stats["grad_norm"]
+        metrics[M.grad_norm(M.ACTOR_CRITIC)] = stats["grad_norm"]
         return loss, metrics
 
     # ----------------------------------------------------------------------------- dreams
@@ -311,6 +235,7 @@ class IrisAgent:
 
         Returns the session and the start frames as the tokenizer reconstructs them.
         """
+        self.require_learner()
         self.nets.eval()
         tokens = self.tokenizer.tokenize(self._frames(image))
         dream = Dream(self.wm, tokens.shape[0], cached=cached)
@@ -351,6 +276,7 @@ class IrisAgent:
         from the replayed actions (most likely tokens, stopping its context at episode starts
         is not attempted: the strip shows whatever the sequence holds).
         """
+        self.require_learner()
         image = np.asarray(batch["image"])[:1]
         steps = image.shape[1]
         context = max(1, min(5, steps - 1, self.cfg.world_model.context))
@@ -373,30 +299,11 @@ class IrisAgent:
 
     # ----------------------------------------------------------------------------- weights
 
-    def _acting_modules(self) -> dict[str, nn.Module]:
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """The ``tokenizer`` and the actor-critic ``ac`` (the policy acts on reconstructions)."""
         return {"tokenizer": self.tokenizer, "ac": self.ac}
 
-    def acting_weights(self) -> dict[str, Any]:
-        """CPU copies of the ``tokenizer`` and ``ac`` state dicts (what acting needs)."""
-        return persist.cpu_state_dicts(self._acting_modules())
-
-    def load_acting_weights(self, weights: dict[str, Any]) -> None:
-        persist.load_state_dicts(self._acting_modules(), weights)
-
-    def param_counts(self) -> dict[str, int]:
-        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.nets.items()}
-        counts["total"] = sum(counts.values())
-        return counts
-
-    def _optimizers(self) -> dict[str, Optimizer]:
+    def optimizers(self) -> dict[str, Optimizer]:
+        if self.acting:
+            return {}
         return {"tokenizer": self.tok_opt, "wm": self.wm_opt, "ac": self.ac_opt}
-
-    def save(self, directory: Path) -> None:
-        """Write weights, optimizer states, the generator and the update counter."""
-        counters = {"updates": self.updates}
-        persist.save(Path(directory), self.nets, self._optimizers(), self.gen, counters, "iris")
-
-    def load(self, directory: Path) -> None:
-        """Restore everything :meth:`save` wrote, exactly."""
-        counters = persist.load(Path(directory), self.nets, self._optimizers(), self.gen, "iris")
-        self.updates = int(counters["updates"])

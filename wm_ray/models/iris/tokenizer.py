@@ -16,7 +16,7 @@ blocks (as IRIS's decoder), attention where listed, nearest x2 upsample + 3x3 co
 stages, and GroupNorm, SiLU, 3x3 conv out. The networks see pixels in [-1, 1]; the interface
 uses [0, 1].
 
-Training (:meth:`Tokenizer.loss`): straight-through VQ, reconstruction
+Training (:func:`wm_ray.models.iris.losses.tokenizer_loss`): straight-through VQ, reconstruction
 ``l1 * |x - x_hat| + l2 * (x - x_hat)^2`` (+ ``perceptual`` x LPIPS with a weights file),
 commitment ``beta * |z_e - sg(e)|^2`` and, in ``codebook=grad`` mode, the codebook loss
 ``|sg(z_e) - e|^2``. In ``codebook=ema`` mode the codebook is not trained by gradients but
@@ -171,6 +171,7 @@ class Tokenizer(nn.Module):
         cfg: the ``iris.tokenizer`` section.
         image_size: frame side ``H = W``; must be ``sqrt(cfg.tokens)`` times a power of 2.
         channels: frame channels ``C`` (3 RGB, 1 grayscale).
+        perceptual: load the perceptual network when configured (False for acting copies).
 
     Attributes:
         vocab: codebook entries ``V``.
@@ -191,7 +192,13 @@ class Tokenizer(nn.Module):
     ema_cluster_size: Tensor
     ema_embed_sum: Tensor
 
-    def __init__(self, cfg: TokenizerConfig, image_size: int = 64, channels: int = 3) -> None:
+    def __init__(
+        self,
+        cfg: TokenizerConfig,
+        image_size: int = 64,
+        channels: int = 3,
+        perceptual: bool = True,
+    ) -> None:
         super().__init__()
         grid = round(math.sqrt(cfg.tokens))
         if grid * grid != cfg.tokens:
@@ -212,7 +219,7 @@ class Tokenizer(nn.Module):
             self.register_buffer("ema_cluster_size", torch.ones(cfg.vocab))
             self.register_buffer("ema_embed_sum", init.clone())
         self._perceptual: list[PerceptualLoss] = []  # a list keeps it out of state_dict
-        if cfg.perceptual_weights and cfg.perceptual > 0:
+        if perceptual and cfg.perceptual_weights and cfg.perceptual > 0:
             self._perceptual.append(PerceptualLoss.from_file(cfg.perceptual_weights))
         self._calls_cache: int | None = None  # host copy of ``calls`` (read once, then counted)
         self.register_load_state_dict_post_hook(_forget_calls)
@@ -296,60 +303,13 @@ class Tokenizer(nn.Module):
         """Frames ``(..., C, H, W)`` -> their reconstructions, clamped to [0, 1]."""
         return self.decode(self.tokenize(x)).clamp(0.0, 1.0)
 
-    # -- training ------------------------------------------------------------------------------
-
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The tokenizer loss on frames ``x (N, C, H, W)`` in [0, 1], straight-through VQ.
-
-        In training mode this also updates the codebook statistics (EMA codebook in ``ema``
-        mode, code usage, call count) and periodically re-seeds dead codes; see the module
-        docstring. No host syncs (except one read of ``calls`` after construction or
-        ``load_state_dict``).
-
-        Returns:
-            The scalar loss and detached 0-dim metrics ``tokenizer/{l1, l2, commitment,
-            codebook, perceptual (when enabled), usage, perplexity}``, plus
-            ``tokenizer/dead_reset`` on the calls that check for dead codes.
-        """
-        cfg = self.cfg
-        z_e = self.encode(x)
-        z_q, indices = self.quantize(z_e)
-        z_st = z_e + (z_q - z_e).detach()
-        x_hat = self._decode_z(z_st)
-        err = x - x_hat
-        l1, l2 = err.abs().mean(), err.pow(2).mean()
-        commitment = (z_e - z_q.detach()).pow(2).mean()
-        if cfg.codebook == "grad":
-            codebook = (z_e.detach() - z_q).pow(2).mean()
-        else:
-            codebook = z_e.new_zeros(())
-        total = cfg.l1 * l1 + cfg.l2 * l2 + cfg.beta * commitment + codebook
-        metrics = {"tokenizer/l1": l1, "tokenizer/l2": l2, "tokenizer/commitment": commitment}
-        metrics["tokenizer/codebook"] = codebook
-        if self._perceptual:
-            perceptual = self._perceptual[0](x, x_hat).mean()
-            total = total + cfg.perceptual * perceptual
-            metrics["tokenizer/perceptual"] = perceptual
-
-        flat_idx = indices.reshape(-1)
-        # index_add_, not bincount: bincount reads the max index back to the host on CUDA.
-        dev = z_e.device
-        ones = torch.ones(flat_idx.shape, device=dev)  # float32 counts even under autocast
-        counts = torch.zeros(self.vocab, device=dev).index_add_(0, flat_idx, ones)
-        probs = counts / flat_idx.numel()
-        metrics["tokenizer/usage"] = (counts > 0).float().mean()
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
-        metrics["tokenizer/perplexity"] = entropy.exp()
-        if self.training:
-            flat_z = z_e.detach().permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
-            reset = self._update_codebook(flat_z, flat_idx, counts)
-            if reset is not None:
-                metrics["tokenizer/dead_reset"] = reset
-        return total, {k: v.detach() for k, v in metrics.items()}
+    # -- training (the loss: ``wm_ray.models.iris.losses.tokenizer_loss``) ----------------------
 
     @torch.no_grad()
-    def _update_codebook(self, flat_z: Tensor, flat_idx: Tensor, counts: Tensor) -> Tensor | None:
-        """EMA codebook / usage / dead-code updates from one batch; returns the reset count."""
+    def update_codebook(self, flat_z: Tensor, flat_idx: Tensor, counts: Tensor) -> Tensor | None:
+        """EMA codebook / usage / dead-code updates from one training batch's encodings
+        ``flat_z (M, D)``, their codes ``flat_idx (M,)`` and the code counts ``(V,)``; returns
+        the number of codes re-seeded, on the calls that check for dead codes."""
         cfg, size = self.cfg, world_size()
         flat_z = flat_z.to(self.codebook.dtype)
         share = counts.to(self.codebook.dtype) / flat_idx.numel()

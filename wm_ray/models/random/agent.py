@@ -16,6 +16,8 @@ import numpy as np
 
 from wm_ray.config import Config
 
+__all__ = ["RandomAgent", "sample_actions"]
+
 
 def sample_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` uniform actions: int64 ``(n,)`` for Discrete, float32 ``(n, A)`` for Box."""
@@ -34,7 +36,16 @@ def sample_actions(space: gym.Space, n: int, rng: np.random.Generator) -> np.nda
 class RandomAgent:
     """Acts uniformly at random; ``train`` is a no-op that returns no metrics."""
 
-    def __init__(self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: Config) -> None:
+    family = "random"
+
+    def __init__(
+        self,
+        obs_space: gym.spaces.Dict,
+        act_space: gym.Space,
+        config: Config,
+        acting: bool = False,
+    ) -> None:
+        self.acting = acting
         self.obs_space = obs_space
         self.act_space = act_space
         self.config = config
@@ -72,3 +83,9 @@ class RandomAgent:
     def load(self, directory: Path) -> None:
         path = Path(directory) / "random_agent.json"
         self._rng.bit_generator.state = json.loads(path.read_text())
+
+    def random_state(self) -> Any:
+        return self._rng.bit_generator.state
+
+    def set_random_state(self, state: Any) -> None:
+        self._rng.bit_generator.state = state

@@ -30,8 +30,8 @@ from wm_ray.models.common import (
     init_fan_avg_,
     onehot_matmul,
 )
-from wm_ray.models.dreamer.config import RSSMConfig
-from wm_ray.models.dreamer.latents import GaussianLatent, Latent, sample_onehot_index
+from wm_ray.models.rssm.config import RSSMConfig
+from wm_ray.models.rssm.latents import GaussianLatent, Latent, sample_onehot_index
 
 
 class State(NamedTuple):

@@ -1,4 +1,4 @@
-"""Conversion of replayed numpy batches and env observations into model tensors.
+"""Replayed numpy batches and env observations as model tensors (every family's input side).
 
 Batches follow ``wm_ray.types``: ``(B, T, ...)`` arrays, ``action[:, t]`` chosen at step t
 (int64 index for Discrete spaces, float32 in [-1, 1] for Box spaces). The RSSM step into t reads
@@ -14,7 +14,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wm_ray.models.dreamer.losses import SeqBatch
+
+class SeqBatch(NamedTuple):
+    """A replayed batch as tensors on the model's device.
+
+    Attributes:
+        obs: ``image (B, T, H, W, C)`` uint8 and/or ``vector (B, T, D)`` float32.
+        action: ``(B, T, A)`` the action taken at step t (one-hot for discrete spaces).
+        prev_action: ``(B, T, A)`` the action taken before step t (zeros where is_first).
+        reward: ``(B, T)`` the reward that arrived with step t.
+        is_first: ``(B, T)`` bool, set at t = 0 too (every sequence starts from the initial state).
+        is_terminal: ``(B, T)`` bool.
+    """
+
+    obs: dict[str, torch.Tensor]
+    action: torch.Tensor
+    prev_action: torch.Tensor
+    reward: torch.Tensor
+    is_first: torch.Tensor
+    is_terminal: torch.Tensor
+
+
+def obs_shapes(obs_space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
+    """Shapes of the ``image`` (H, W, C) and/or ``vector`` (D,) entries of a Dict obs space."""
+    if not isinstance(obs_space, gym.spaces.Dict):
+        raise TypeError(f"a world model needs a Dict observation space, got {obs_space}")
+    unknown = sorted(set(obs_space.spaces) - {"image", "vector"})
+    if unknown or not obs_space.spaces:
+        raise ValueError(
+            f"world models read the observation keys 'image' and 'vector'; got {sorted(obs_space)}"
+        )
+    shapes = {key: tuple(space.shape or ()) for key, space in obs_space.spaces.items()}
+    image, vector = shapes.get("image"), shapes.get("vector")
+    if image is not None and (len(image) != 3 or image[0] != image[1]):
+        raise ValueError(f"'image' must be square (H, W, C), got shape {image}")
+    if vector is not None and len(vector) != 1:
+        raise ValueError(f"'vector' must be flat (D,), got shape {vector}")
+    return shapes
 
 
 class ActionSpec(NamedTuple):
@@ -37,7 +73,7 @@ class ActionSpec(NamedTuple):
             return cls(True, int(space.n), int(space.start))
         if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             return cls(False, int(space.shape[0]), 0)
-        raise TypeError(f"Dreamer supports Discrete or flat Box action spaces, got {space}")
+        raise TypeError(f"world models act in Discrete or flat Box action spaces, got {space}")
 
     def to_model(self, action: torch.Tensor) -> torch.Tensor:
         """Env actions (index ``(...)`` or ``(..., A)``) -> float model actions ``(..., A)``."""

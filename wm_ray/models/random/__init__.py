@@ -1,0 +1,1 @@
+"""The uniform random baseline (``random``): acts at random, does not learn."""
