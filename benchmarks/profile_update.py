@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_tag, median, write_result
 from benchmarks.learner_bench import B, T, fake_batch, spaces
 from wm_ray.config_io import build_config
-from wm_ray.models.common.device import synchronize
-from wm_ray.models.common.data import batch_tensors
-from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 from wm_ray.factory import create_model
+from wm_ray.models.common.data import batch_tensors
+from wm_ray.models.common.device import synchronize
+from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 
 PHASES = (
     "world model forward",

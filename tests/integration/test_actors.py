@@ -125,8 +125,8 @@ def test_two_workers_collect_in_parallel(tmp_path: Path, actors: Any) -> None:
 
 
 def test_worker_pulls_weights_only_when_the_version_changes(tmp_path: Path, actors: Any) -> None:
-    from wm_ray.loops.setup import make_vector_env
     from wm_ray.factory import create_model
+    from wm_ray.loops.setup import make_vector_env
 
     class WeightSource:
         """A minimal weight-version registry (``latest_version``, ``get``) as workers expect.

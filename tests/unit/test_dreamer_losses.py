@@ -9,10 +9,10 @@ import torch
 
 from wm_ray.models.common import CategoricalLatent, ReturnNormalizer
 from wm_ray.models.dreamer.config import ActorCriticConfig, RSSMConfig
-from wm_ray.models.rssm.latents import GaussianLatent, Latent
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, kl_losses
 from wm_ray.models.dreamer.networks import State, build_networks
 from wm_ray.models.dreamer.testing import DEBUG
+from wm_ray.models.rssm.latents import GaussianLatent, Latent
 
 
 def _categorical(stats: torch.Tensor) -> Latent:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from wm_ray.models.common.testing import assert_close_to_scale
-from wm_ray.models.rssm.latents import sample_onehot
 from wm_ray.models.dreamer.networks import State, build_networks
 from wm_ray.models.dreamer.testing import DEBUG
+from wm_ray.models.rssm.latents import sample_onehot
 
 
 def _rssm(latent: str = "categorical"):

@@ -16,8 +16,8 @@ from gymnasium.wrappers import AtariPreprocessing
 
 from wm_ray.config import EnvConfig
 from wm_ray.envs import atari, dmc, fake, gymnasium_env, mujoco
-from wm_ray.envs.registry import ENV_BACKENDS, backend_module
 from wm_ray.envs.base import find_wrapper
+from wm_ray.envs.registry import ENV_BACKENDS, backend_module
 
 needs_ale = pytest.mark.skipif(not atari.list_ids(), reason="ale-py is not installed")
 needs_dmc = pytest.mark.skipif(

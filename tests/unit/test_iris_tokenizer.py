@@ -20,8 +20,8 @@ import torch.multiprocessing as mp
 
 from wm_ray.models.common import Optimizer
 from wm_ray.models.iris.config import TokenizerConfig
-from wm_ray.models.iris.perceptual import PerceptualLoss, expected_shapes, lin_shapes
 from wm_ray.models.iris.losses import tokenizer_loss
+from wm_ray.models.iris.perceptual import PerceptualLoss, expected_shapes, lin_shapes
 from wm_ray.models.iris.tokenizer import Tokenizer
 
 TINY = TokenizerConfig(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wm_ray.models.common.testing import assert_close_to_scale
 from wm_ray.models.common.actor_critic import ActorCritic
 from wm_ray.models.common.imagination import Trajectory, reinforce_loss, rollout
+from wm_ray.models.common.testing import assert_close_to_scale
 from wm_ray.models.iris.config import ActorCriticConfig, TokenizerConfig, WorldModelConfig
 from wm_ray.models.iris.imagination import Dream, FrameDream
 from wm_ray.models.iris.losses import world_model_loss

@@ -11,12 +11,12 @@ import torch
 
 from wm_ray.models.common import MLP, OneHotInput, ReturnNormalizer, onehot, onehot_matmul
 from wm_ray.models.common.testing import assert_close_to_scale
-from wm_ray.models.rssm import rssm as rssm_module
 from wm_ray.models.dreamer.config import RSSMConfig
-from wm_ray.models.rssm.latents import sample_onehot_index
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine
 from wm_ray.models.dreamer.networks import State, build_networks
 from wm_ray.models.dreamer.testing import DEBUG
+from wm_ray.models.rssm import rssm as rssm_module
+from wm_ray.models.rssm.latents import sample_onehot_index
 
 GROUPS, CLASSES = 4, 6
 
