@@ -207,7 +207,7 @@ log "actors of the job: ${nodes#* } on ${nodes%% *} nodes"
 dc exec -T ray-head python - "/runs/$run" "$steps" <<'EOF' || fail "run dir check failed"
 import json, sys
 from pathlib import Path
-from wm_ray.checkpoint import latest_checkpoint, verify_checkpoint
+from wm_ray.rundir.checkpoint import latest_checkpoint, verify_checkpoint
 
 run, steps = Path(sys.argv[1]), int(sys.argv[2])
 rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -88,8 +88,8 @@ def _where(summary: dict[str, object], name: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from wm_ray.config_io import ConfigError, build_config
-    from wm_ray.loops.setup import run_location
-    from wm_ray.storage import load_run_config
+    from wm_ray.rundir.paths import run_location
+    from wm_ray.rundir.storage import load_run_config
 
     if args.resume:
         if not args.run_dir:
@@ -173,7 +173,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from wm_ray.loops.collect import collect
-    from wm_ray.loops.setup import run_location
+    from wm_ray.rundir.paths import run_location
 
     config = _build(args)
     summary = collect(config, run_location(config), progress=not args.quiet)
@@ -514,9 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
     import signal
 
-    from wm_ray.checkpoint import CheckpointError
     from wm_ray.config_io import ConfigError
     from wm_ray.registry import UnknownNameError
+    from wm_ray.rundir.checkpoint import CheckpointError
 
     logging.basicConfig(level=logging.INFO, format="wm-ray: %(levelname)s: %(message)s")
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.metrics import read_jsonl
 
 ARGS = [

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config import EnvConfig
 from wm_ray.config_io import build_config
 from wm_ray.loops.setup import make_vector_env

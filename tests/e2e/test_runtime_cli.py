@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import load_config
 from wm_ray.metrics import read_jsonl
 

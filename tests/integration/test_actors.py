@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import ray
 
-from wm_ray.actors import remote_env_worker, remote_replay_shard, shard_directory
+from wm_ray.actors import remote_env_worker, remote_replay_shard
+from wm_ray.rundir.paths import shard_directory
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config_io import build_config
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import ray
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.actors.coordinator import Coordinator, runtime_tolerance
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, build_config

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config import Config
 from wm_ray.config_io import build_config, load_config

@@ -1,4 +1,4 @@
-"""Run directories on a filesystem URI (:mod:`wm_ray.storage`).
+"""Run directories on a filesystem URI (:mod:`wm_ray.rundir.storage`).
 
 The "remote" is a real directory reached through a ``file://`` URI (pyarrow's LocalFileSystem),
 so every byte really goes through pyarrow; no object store is reachable from the test machines.
@@ -16,19 +16,14 @@ import numpy as np
 import pytest
 from test_train_loop import small_config  # the same tiny random-agent run (tests/unit on path)
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import ConfigError, build_config, load_config
 from wm_ray.loops.collect import collect
 from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl
 from wm_ray.replay import Replay
-from wm_ray.storage import (
-    RunStorage,
-    is_uri,
-    load_run_config,
-    resolve_run_dir,
-    staging_dir,
-)
+from wm_ray.rundir.paths import is_uri, staging_dir
+from wm_ray.rundir.storage import RunStorage, load_run_config, resolve_run_dir
 
 
 class RecordingStorage(RunStorage):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wm_ray import checkpoint as ckpt
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import ConfigError, build_config, load_config
 from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from wm_ray.actors.env_worker import EnvWorker, remote_env_worker, stable_shard
 from wm_ray.actors.learner import Learner, remote_learner
-from wm_ray.actors.replay_shard import ReplayShard, remote_replay_shard, shard_directory
+from wm_ray.actors.replay_shard import ReplayShard, remote_replay_shard
 from wm_ray.actors.weights import WeightStore, remote_weight_store
 
 __all__ = [

@@ -31,7 +31,7 @@ loops:
   directory. An evaluation then runs on the eval workers with exactly the checkpointed weights
   while training goes on; a new best mean return copies that checkpoint to ``checkpoints/best``.
 - **Storage.** A run directory given as a filesystem URI (``s3://bucket/run``,
-  :mod:`wm_ray.storage`) is worked on in the coordinator's local staging directory and synced
+  :mod:`wm_ray.rundir.storage`) is worked on in the coordinator's local staging directory and synced
   at the start, at every checkpoint and at the end; with ``replay.persist`` every shard keeps
   its chunk files in its own node's staging directory and uploads them when the coordinator
   asks it (:meth:`~wm_ray.actors.replay_shard.ReplayShard.sync_storage`), before each
@@ -58,12 +58,11 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from wm_ray import checkpoint as ckpt
 from wm_ray.actors.env_worker import remote_env_worker
 from wm_ray.actors.eval_worker import remote_eval_worker
 from wm_ray.actors.learner import remote_learner
 from wm_ray.actors.placement import KINDS, Placement, create_placement
-from wm_ray.actors.replay_shard import remote_replay_shard, shard_directory
+from wm_ray.actors.replay_shard import remote_replay_shard
 from wm_ray.actors.weights import remote_weight_store
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
@@ -71,7 +70,9 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.loops.train import Counters, run_summary
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
-from wm_ray.storage import STAGING_ENV, resolve_run_dir
+from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.paths import STAGING_ENV, shard_directory
+from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 

@@ -47,12 +47,12 @@ import torch
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from wm_ray import checkpoint as ckpt
 from wm_ray.actors.naming import actor_name, resolve
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import Mean
+from wm_ray.rundir import checkpoint as ckpt
 
 LEARNER_SEED_OFFSET = 7919
 """The batch-split generator of rank r is seeded with ``run.seed + LEARNER_SEED_OFFSET + r``."""

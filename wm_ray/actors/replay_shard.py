@@ -6,7 +6,7 @@ on disk before the call returns, so a shard actor started again on the same dire
 exactly the acknowledged steps (ARCHITECTURE.md invariant 4). A Ray actor runs one call at a
 time by default, which is what the (not thread-safe) ``Replay`` needs.
 
-When the run directory is a filesystem URI (:mod:`wm_ray.storage`) a shard is given the URI
+When the run directory is a filesystem URI (:mod:`wm_ray.rundir.storage`) a shard is given the URI
 instead of a directory: it keeps its chunk files in its own node's staging directory
 (``<staging dir of the URI>/replay/shard-<i>``), downloads the remote's chunk files that
 directory lacks before reloading (a shard started on a fresh node), and uploads its new chunk
@@ -26,22 +26,13 @@ import ray
 from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
 from wm_ray.replay import Replay
-from wm_ray.storage import RunStorage, staging_dir
+from wm_ray.rundir.paths import shard_directory, shard_relpath, staging_dir
+from wm_ray.rundir.storage import RunStorage
 
 
 def _worker_of(stream: str) -> str:
     """The env-worker stream prefix of ``stream`` (``w0-1a2b3c4d-3`` -> ``w0-1a2b3c4d``)."""
     return stream.rsplit("-", 1)[0]
-
-
-def shard_relpath(index: int) -> str:
-    """Shard ``index``'s chunk directory relative to the run directory: ``replay/shard-<i>``."""
-    return f"replay/shard-{index}"
-
-
-def shard_directory(run_dir: str | Path, index: int) -> Path:
-    """Where shard ``index`` of a run keeps its chunk files: ``<run_dir>/replay/shard-<index>``."""
-    return Path(run_dir) / shard_relpath(index)
 
 
 class ReplayShard:

@@ -18,14 +18,14 @@ from typing import Any
 
 import ray
 
-from wm_ray import checkpoint as ckpt
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.actors.placement import local_cpus
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError
-from wm_ray.loops.setup import run_name
 from wm_ray.loops.train import resolve_resume
-from wm_ray.storage import resolve_run_dir
+from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.paths import run_name
+from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def train(
     """Train on the Ray runtime; returns the same summary as the single-process loop.
 
     Args:
-        run_dir: the run directory: a path, or a filesystem URI (:mod:`wm_ray.storage`).
+        run_dir: the run directory: a path, or a filesystem URI (:mod:`wm_ray.rundir.storage`).
         prefix: actor-name prefix; None picks ``""`` for an embedded cluster and
             ``"<run name>."`` on a shared one.
     """

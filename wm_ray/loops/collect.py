@@ -2,8 +2,9 @@
 
 The smallest end-to-end path through the rooms: config -> vector env -> agent policy -> replay
 (chunks persisted in the run dir) -> metrics. Training loops build on the same pieces. A run
-directory given as a URI is worked on in a local staging directory (:mod:`wm_ray.storage`) and
-uploaded at the end: config, metrics, summary and the replay chunk files.
+directory given as a URI is worked on in a local staging directory
+(:mod:`wm_ray.rundir.storage`) and uploaded at the end: config, metrics, summary and the replay
+chunk files.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.replay import Replay, StreamWriter
-from wm_ray.storage import resolve_run_dir
+from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 

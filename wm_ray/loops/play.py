@@ -105,8 +105,9 @@ def play_run(
         None), ``checkpoint``, ``actions``.
     """
     from wm_ray.factory import create_model
-    from wm_ray.loops.setup import make_vector_env, open_checkpoint
+    from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
+    from wm_ray.rundir.storage import open_checkpoint
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")

@@ -5,7 +5,7 @@ agent trains while the limiter owes samples, i.e. until replayed steps (B*T per 
 up with ``replay.samples_per_insert`` times the env steps inserted after ``replay.min_size``.
 Evaluation, logging and checkpoints happen on env-step schedules; ``resume`` continues from
 the latest checkpoint with every counter intact. A run directory given as a URI
-(``s3://bucket/run``, :mod:`wm_ray.storage`) is worked on in a local staging directory and
+(``s3://bucket/run``, :mod:`wm_ray.rundir.storage`) is worked on in a local staging directory and
 synced to the remote at the start, at every checkpoint and at the end.
 """
 
@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from wm_ray import checkpoint as ckpt
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, diff, load_config, save_config, to_yaml
 from wm_ray.factory import create_model
@@ -31,7 +30,8 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
 from wm_ray.replay import Replay, StreamWriter
-from wm_ray.storage import RunStorage, resolve_run_dir
+from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.storage import RunStorage, resolve_run_dir
 
 logger = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10**6
@@ -342,7 +342,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config.run.model`` to ``config.run.steps`` env steps; returns a summary.
 
-    ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.storage.resolve_run_dir`).
+    ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.rundir.storage.resolve_run_dir`).
     """
     local, storage = resolve_run_dir(run_dir)
     if storage is not None:

@@ -6,7 +6,7 @@
 - ``chunkfile.py``: the atomic, checksummed chunk file format.
 - ``sequences.py``: valid sequence starts (kept incrementally) and the batch gather.
 - ``selectors.py``: uniform and recency sampling.
-- ``limiter.py``: Reverb-style samples-per-insert limiter.
+- ``limiter.py``: Reverb-style samples-per-insert limiter, and the run's pacing rule (``Pacer``).
 - ``writer.py``: :class:`StreamWriter`, vector-env steps to per-env chunks.
 """
 
@@ -20,7 +20,7 @@ from wm_ray.replay.chunkfile import (
     read_chunk_header,
     write_chunk_file,
 )
-from wm_ray.replay.limiter import Limiter
+from wm_ray.replay.limiter import Limiter, Pacer, ToleranceError, pacing_tolerance
 from wm_ray.replay.selectors import Recency, Selector, Uniform, make_selector
 from wm_ray.replay.sequences import SequenceIndex, gather, valid_starts
 from wm_ray.replay.storage import Chunk, ChunkStore, parse_bytes
@@ -33,15 +33,18 @@ __all__ = [
     "CorruptChunkError",
     "EmptyReplayError",
     "Limiter",
+    "Pacer",
     "Recency",
     "Replay",
     "Selector",
     "SequenceIndex",
     "StreamWriter",
+    "ToleranceError",
     "Uniform",
     "gather",
     "load_chunk_file",
     "make_selector",
+    "pacing_tolerance",
     "parse_bytes",
     "read_chunk_header",
     "valid_starts",

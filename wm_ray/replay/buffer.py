@@ -19,7 +19,7 @@ import numpy as np
 from wm_ray.config import ReplayConfig
 from wm_ray.replay import chunkfile
 from wm_ray.replay.chunkfile import ChunkHeader, CorruptChunkError
-from wm_ray.replay.limiter import Limiter
+from wm_ray.replay.limiter import Limiter, pacing_tolerance
 from wm_ray.replay.selectors import make_selector
 from wm_ray.replay.sequences import SequenceIndex, gather
 from wm_ray.replay.storage import Chunk, ChunkStore, Spec, parse_bytes, spec_mismatch, spec_of
@@ -53,6 +53,8 @@ class Replay:
             ``config.persist`` to ``<run_dir>/replay[/shard-i]`` or None). Existing chunk files
             are reloaded (corrupt ones quarantined to ``directory/corrupt``, see :attr:`corrupt`).
         seed: seed of the sampling generator.
+        tolerance: of the limiter; default :func:`~wm_ray.replay.limiter.pacing_tolerance` with
+            inserts of one chunk (a run passes its own: the loops insert rounds of chunks).
 
     Attributes:
         limiter: the sample:insert limiter. ``add_chunk`` and ``sample`` record into it but never
@@ -61,16 +63,16 @@ class Replay:
     """
 
     def __init__(
-        self, config: ReplayConfig, directory: str | Path | None = None, seed: int = 0
+        self,
+        config: ReplayConfig,
+        directory: str | Path | None = None,
+        seed: int = 0,
+        tolerance: float | None = None,
     ) -> None:
         self.config = config
         self.store = ChunkStore(config.capacity, parse_bytes(config.ram_budget))
-        tolerance = config.tolerance
         if tolerance is None:
-            tolerance = (
-                config.batch_size * config.seq_len
-                + max(config.samples_per_insert, 0.0) * config.chunk_len
-            )
+            tolerance = pacing_tolerance(config, config.chunk_len)
         self.limiter = Limiter(config.samples_per_insert, tolerance, config.min_size)
         self.limiter.check_sizes(config.chunk_len, config.batch_size * config.seq_len)
         self.selector = make_selector(config)

@@ -15,11 +15,105 @@ no sampling debt. With the *debt* ``D = r * (I - m) - S``:
 Both sides can be refused at once only if ``2 * tol < n_sample + r * n_insert``; :meth:`check_sizes`
 rejects such settings. The limiter only decides; callers wait (or report back-pressure) and then
 call :meth:`on_insert` / :meth:`on_sample` for what they actually did.
+
+**The pacing rule of a run** is :class:`Pacer`: the same rule over the *sum* of every replay
+(one :class:`Limiter` in the single-process loop, one per replay shard on the Ray runtime). The
+single-process loop, the learners and the coordinator all call it: learners train the updates it
+:meth:`~Pacer.owes`, the coordinator grants collection rounds it :meth:`~Pacer.admits`, and
+:func:`pacing_tolerance` is the one tolerance formula.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wm_ray.config import ReplayConfig
+
+
+class ToleranceError(ValueError):
+    """A set ``replay.tolerance`` under which inserting and sampling could stall each other."""
+
+
+def pacing_tolerance(replay: ReplayConfig, insert_steps: int, writers: int = 1) -> float:
+    """The limiter tolerance of a run, in replayed steps (the one formula of every loop).
+
+    Unset (``replay.tolerance: null``) it is one batch plus what every writer's largest insert
+    owes: ``B*T + r * insert_steps * writers``, where ``insert_steps`` is the most steps one
+    writer adds before the learner gets a turn (a round of ``chunk_len * num_envs``) and
+    ``writers`` how many may do so at once (env workers). A set tolerance below
+    ``B*T + r * insert_steps`` could stall both sides and is refused.
+
+    Raises:
+        ToleranceError: naming the setting and the least valid value.
+    """
+    batch = replay.batch_size * replay.seq_len
+    spi = max(replay.samples_per_insert, 0.0)
+    if replay.tolerance is None:
+        return batch + spi * insert_steps * writers
+    least = batch + spi * insert_steps
+    if spi > 0 and replay.tolerance < least:
+        raise ToleranceError(
+            f"replay.tolerance {replay.tolerance:g} is too small: with batch "
+            f"{replay.batch_size}x{replay.seq_len}, samples_per_insert {spi:g} and inserts of "
+            f"{insert_steps} steps it needs >= {least:g}; leave it unset for the default"
+        )
+    return float(replay.tolerance)
+
+
+class Pacer:
+    """The sample:insert rule over all of a run's replay, counted in steps (see module doc).
+
+    ``inserted`` and ``sampled`` are the sums over every replay (shard). With
+    ``r = samples_per_insert``, ``m = min_size`` and ``n = batch_steps`` (B*T), the debt is
+    ``D = r * (inserted - m) - sampled`` once ``m`` steps are in (0 before: the prefill owes
+    nothing). Learners owe ``floor(D / n)`` updates; a writer may insert ``k`` more steps while
+    ``r * (inserted + k - m) - sampled <= tolerance``. ``r <= 0`` disables the ratio: nothing is
+    owed and every insert is admitted.
+
+    Args:
+        samples_per_insert: r (``replay.samples_per_insert``).
+        min_size: m (``replay.min_size``).
+        batch_steps: n, replayed steps per update (``B * T``).
+        tolerance: from :func:`pacing_tolerance`.
+    """
+
+    def __init__(
+        self, samples_per_insert: float, min_size: int, batch_steps: int, tolerance: float
+    ) -> None:
+        if batch_steps < 1:
+            raise ValueError(f"batch_steps must be >= 1 replayed steps, got {batch_steps}")
+        self.samples_per_insert = float(samples_per_insert)
+        self.min_size = int(min_size)
+        self.batch_steps = int(batch_steps)
+        self.tolerance = float(tolerance)
+
+    @classmethod
+    def of(cls, replay: ReplayConfig, insert_steps: int, writers: int = 1) -> Pacer:
+        """The pacer of a ``replay`` section (tolerance from :func:`pacing_tolerance`)."""
+        tolerance = pacing_tolerance(replay, insert_steps, writers)
+        batch = replay.batch_size * replay.seq_len
+        return cls(replay.samples_per_insert, replay.min_size, batch, tolerance)
+
+    def debt(self, inserted: float, sampled: float) -> float:
+        """Replayed steps owed to the ratio (< 0: sampling is ahead); 0 during the prefill."""
+        if inserted < self.min_size or self.samples_per_insert <= 0:
+            return 0.0
+        return self.samples_per_insert * (inserted - self.min_size) - sampled
+
+    def owed(self, inserted: float, sampled: float) -> int:
+        """Updates the learners owe now (each replays ``batch_steps``)."""
+        return max(0, int(self.debt(inserted, sampled) // self.batch_steps))
+
+    def admits(self, inserted: float, steps: int, sampled: float) -> bool:
+        """Whether ``steps`` more inserted steps keep the debt within the tolerance.
+
+        ``inserted`` counts what is stored plus what is already on its way (granted rounds).
+        """
+        if inserted < self.min_size or self.samples_per_insert <= 0:
+            return True
+        projected = self.samples_per_insert * (inserted + steps - self.min_size) - sampled
+        return projected <= self.tolerance
 
 
 class Limiter:

@@ -1,10 +1,9 @@
-"""Run directories on a filesystem URI: ``s3://``, ``gs://``, ``hdfs://``, ``abfs://``, ``file://``.
+"""A run directory on a filesystem URI, and opening runs: ``RunStorage``, ``resolve_run_dir``.
 
 ``--run-dir`` (``run.run_dir``) is either a plain path, used as it is, or a URI that
 ``pyarrow.fs.FileSystem.from_uri`` opens. A URI run works in a local *staging directory*
-(:func:`staging_dir`: ``$WM_RAY_STAGING`` or ``~/.cache/wm_ray/staging``, then
-``<last path component>-<8 hex of sha1(uri)>``) and :class:`RunStorage` keeps the remote copy
-up to date:
+(:func:`~wm_ray.rundir.paths.staging_dir`) and :class:`RunStorage` keeps the remote copy up to
+date:
 
 - ``config.yaml`` when the run starts; ``metrics.jsonl``, ``tb/``, ``videos/``,
   ``summary.json`` and ``curve.png`` at every checkpoint and at the end (only files whose size
@@ -12,8 +11,9 @@ up to date:
 - Checkpoints (:meth:`RunStorage.sync_checkpoints`), safely on object stores that have no
   rename: every file of ``checkpoints/step-N/`` except ``meta.json``, then ``meta.json``, then
   the ``checkpoints/latest`` pointer. A remote checkpoint without ``meta.json`` is incomplete
-  and never chosen. Rotation (the newest :data:`wm_ray.checkpoint.KEEP`) applies remotely too,
-  and a tag such as ``best`` is uploaded again (``meta.json`` deleted first) when it changes.
+  and never chosen. Rotation (the newest :data:`wm_ray.rundir.checkpoint.KEEP`) applies
+  remotely too, and a tag such as ``best`` is uploaded again (``meta.json`` deleted first) when
+  it changes.
 - Replay chunk files (:meth:`RunStorage.sync_chunks`): they are immutable once written, so new
   files are uploaded and evicted ones deleted, before the checkpoint that counts them.
 
@@ -31,60 +31,24 @@ Credentials reach pyarrow the standard way of each filesystem (e.g. ``AWS_ACCESS
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
-import posixpath
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
-from wm_ray import checkpoint as ckpt
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, from_dict, load_config
-from wm_ray.replay import chunkfile
+from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.chunks import ChunkMirror
+from wm_ray.rundir.paths import is_uri, staging_dir
 
 logger = logging.getLogger(__name__)
 
-STAGING_ENV = "WM_RAY_STAGING"
-"""Environment variable naming the staging root (default :data:`DEFAULT_STAGING`)."""
-DEFAULT_STAGING = "~/.cache/wm_ray/staging"
 MIRRORED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "curve.png")
 """Run files copied to the remote at every sync (whole files, when they changed)."""
 MIRRORED_TREES = ("tb", "videos")
 """Run subdirectories copied to the remote at every sync (changed files only)."""
-VALID = (
-    "a plain path, or a URI with a scheme pyarrow supports: file:///abs/path, "
-    "s3://bucket/prefix, gs://bucket/prefix, hdfs://host/path, "
-    "abfs://container@account.dfs.core.windows.net/path"
-)
-_UPLOADING = ".upload"
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_BLOCK = 8 << 20
-
-
-def is_uri(value: str | Path) -> bool:
-    """True for ``scheme://...`` strings; a plain (absolute or relative) path is not a URI."""
-    return isinstance(value, str) and bool(_URI.match(value))
-
-
-def staging_root(root: str | Path | None = None) -> Path:
-    """``root``, else ``$WM_RAY_STAGING``, else ``~/.cache/wm_ray/staging`` (``~`` expanded)."""
-    chosen = root or os.environ.get(STAGING_ENV) or DEFAULT_STAGING
-    return Path(chosen).expanduser()
-
-
-def staging_dir(uri: str, root: str | Path | None = None) -> Path:
-    """Where a URI run works locally: ``<staging root>/<last component>-<8 hex of sha1(uri)>``."""
-    uri = uri.rstrip("/")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri.split("?", 1)[0].rsplit("/", 1)[-1]).strip("._")
-    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
-    return staging_root(root) / f"{name or 'run'}-{digest}"
 
 
 def resolve_run_dir(value: str | Path) -> tuple[Path, RunStorage | None]:
@@ -112,15 +76,27 @@ def load_run_config(value: str | Path) -> Config:
     return from_dict(yaml.safe_load(storage.read_text("config.yaml")) or {})
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int]:
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+def open_checkpoint(
+    run_dir: str | Path, which: str, purpose: str
+) -> tuple[tuple[Path, RunStorage | None], Config, Path]:
+    """``((local dir, storage), config, verified checkpoint)`` of a run, for eval and play.
 
+    ``run_dir`` is a path or a filesystem URI; a URI run is first restored into its staging
+    directory (``storage`` is then its :class:`RunStorage`, else None).
 
-def _chunk_seq(name: str) -> int:
-    """The insertion sequence number a chunk file's name starts with (see
-    :func:`wm_ray.replay.chunkfile.chunk_filename`); names of another form sort last."""
-    head = name.split("_", 1)[0]
-    return int(head) if head.isdigit() else 1 << 62
+    Raises:
+        CheckpointError: the run has no checkpoint ``which`` (the message names ``purpose``,
+            e.g. "evaluate"), or the checkpoint is incomplete or corrupt.
+    """
+    local, storage = resolve_run_dir(run_dir)
+    if storage is not None:
+        storage.restore(local, which)
+    config = load_config(local)
+    path = ckpt.find_checkpoint(local, which)
+    if path is None:
+        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to {purpose}")
+    ckpt.verify_checkpoint(path)
+    return (local, storage), config, path
 
 
 def _meta_step(meta: bytes) -> int:
@@ -131,13 +107,8 @@ def _meta_step(meta: bytes) -> int:
         return -1
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-class RunStorage:
-    """A run directory on a pyarrow filesystem, addressed by paths relative to the run root.
+class RunStorage(ChunkMirror):
+    """A run directory on a pyarrow filesystem (see the module docstring).
 
     Args:
         uri: ``scheme://...`` of the run directory.
@@ -148,161 +119,8 @@ class RunStorage:
     """
 
     def __init__(self, uri: str) -> None:
-        if not is_uri(uri):
-            raise ConfigError(
-                f"run directory {uri!r} is not a URI; valid run directories are {VALID}"
-            )
-        try:
-            filesystem, root = pafs.FileSystem.from_uri(uri)
-        except (ValueError, OSError, NotImplementedError, ImportError, RuntimeError) as err:
-            raise ConfigError(
-                f"run directory {uri!r} cannot be opened ({_first_line(err)}); valid run "
-                f"directories are {VALID}"
-            ) from None
-        self.uri = uri.rstrip("/")
-        self.filesystem: pafs.FileSystem = filesystem
-        self.root = root.rstrip("/")
-        self._is_local = isinstance(filesystem, pafs.LocalFileSystem)
-        self._uploaded: dict[str, tuple[int, int, int]] = {}
+        super().__init__(uri)
         self._checkpoints: dict[str, bytes] = {}
-        self._chunks: dict[str, set[str]] = {}
-        self._dirs: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"RunStorage({self.uri!r})"
-
-    # -- paths -------------------------------------------------------------------------------
-
-    def path(self, rel: str = "") -> str:
-        """The filesystem path of ``rel`` (``""`` is the run root)."""
-        rel = rel.strip("/")
-        return f"{self.root}/{rel}" if rel else self.root
-
-    def display(self, rel: str = "") -> str:
-        """``rel`` as a URI, for messages: ``s3://bucket/run/checkpoints/latest``."""
-        rel = rel.strip("/")
-        return f"{self.uri}/{rel}" if rel else self.uri
-
-    # -- single files ------------------------------------------------------------------------
-
-    def exists(self, rel: str) -> bool:
-        """Whether a file or directory ``rel`` exists."""
-        info = self.filesystem.get_file_info(self.path(rel))
-        return info.type != pafs.FileType.NotFound
-
-    def read_bytes(self, rel: str) -> bytes:
-        """The content of file ``rel`` (``FileNotFoundError`` when it does not exist)."""
-        with self.filesystem.open_input_stream(self.path(rel)) as stream:
-            return bytes(stream.read())
-
-    def read_text(self, rel: str) -> str:
-        """The UTF-8 content of file ``rel``."""
-        return self.read_bytes(rel).decode()
-
-    def _mkdir(self, rel_dir: str) -> None:
-        if rel_dir in self._dirs:
-            return
-        self.filesystem.create_dir(self.path(rel_dir), recursive=True)
-        self._dirs.add(rel_dir)
-
-    def upload_file(self, local: str | Path, rel: str) -> None:
-        """Copy the local file to ``rel`` (on a local filesystem via a temporary name, so a
-        reader never sees half a file; object stores publish an object only when complete)."""
-        local = Path(local)
-        stat = local.stat()
-        self._mkdir(posixpath.dirname(rel.strip("/")))
-        target = self.path(rel)
-        temp = f"{target}.{os.getpid()}{_UPLOADING}" if self._is_local else target
-        with local.open("rb") as source, self.filesystem.open_output_stream(temp) as out:
-            for block in iter(lambda: source.read(_BLOCK), b""):
-                out.write(block)
-        if temp != target:
-            self.filesystem.move(temp, target)
-        self._uploaded[rel.strip("/")] = _signature(stat)
-
-    def download_file(self, rel: str, local: str | Path) -> Path:
-        """Copy file ``rel`` to ``local`` (written under a temporary name, then renamed)."""
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        temp = local.with_name(f".{local.name}.download")
-        try:
-            with (
-                self.filesystem.open_input_stream(self.path(rel)) as stream,
-                temp.open("wb") as out,
-            ):
-                while block := stream.read(_BLOCK):
-                    out.write(block)
-            os.replace(temp, local)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        self._uploaded[rel.strip("/")] = _signature(local.stat())
-        return local
-
-    def delete_file(self, rel: str) -> None:
-        """Delete file ``rel`` if it exists."""
-        with contextlib.suppress(FileNotFoundError):
-            self.filesystem.delete_file(self.path(rel))
-        self._uploaded.pop(rel.strip("/"), None)
-
-    def delete_dir(self, rel: str) -> None:
-        """Delete directory ``rel`` and everything under it, if it exists."""
-        with contextlib.suppress(FileNotFoundError):
-            self.filesystem.delete_dir(self.path(rel))
-        prefix = rel.strip("/") + "/"
-        for key in [k for k in self._uploaded if k.startswith(prefix)]:
-            del self._uploaded[key]
-        self._dirs = {d for d in self._dirs if d != rel.strip("/") and not d.startswith(prefix)}
-
-    # -- listings and trees ------------------------------------------------------------------
-
-    def list_files(self, rel: str = "") -> dict[str, int]:
-        """Every file under ``rel`` (recursively): ``{path relative to rel: size}``; leftovers
-        of an interrupted :meth:`upload_file` are not listed."""
-        base = self.path(rel)
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        out = {}
-        for info in self.filesystem.get_file_info(selector):
-            if info.type == pafs.FileType.File and not info.path.endswith(_UPLOADING):
-                out[posixpath.relpath(info.path, base)] = int(info.size or 0)
-        return out
-
-    def list_dirs(self, rel: str = "") -> list[str]:
-        """Names of the subdirectories directly under ``rel`` (sorted)."""
-        selector = pafs.FileSelector(self.path(rel), recursive=False, allow_not_found=True)
-        infos = self.filesystem.get_file_info(selector)
-        return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
-
-    def changed(self, local: Path, rel: str) -> bool:
-        """Whether ``local`` differs (size, mtime or inode: an atomic replace makes a new one)
-        from what this process last uploaded to (or downloaded from) ``rel``."""
-        return self._uploaded.get(rel.strip("/")) != _signature(local.stat())
-
-    def upload_tree(
-        self, local_dir: str | Path, rel: str = "", skip: Iterable[str] = ()
-    ) -> list[str]:
-        """Upload the files under ``local_dir`` that changed since their last upload.
-
-        Hidden files and directories (``.tmp-*``, in-progress writes) and ``*.tmp`` files are
-        never sent; ``skip`` names further top-level entries to leave out. Remote files with no
-        local counterpart are kept. Returns the uploaded paths (relative to the run root).
-        """
-        root = Path(local_dir)
-        if not root.is_dir():
-            return []
-        skipped = set(skip)
-        uploaded = []
-        for path in sorted(root.rglob("*")):
-            parts = path.relative_to(root).parts
-            if parts[0] in skipped or any(p.startswith(".") for p in parts):
-                continue
-            if not path.is_file() or path.name.endswith(".tmp"):
-                continue
-            target = posixpath.join(rel, *parts) if rel else posixpath.join(*parts)
-            if self.changed(path, target):
-                self.upload_file(path, target)
-                uploaded.append(target)
-        return uploaded
 
     def mirror(self, local: Path) -> list[str]:
         """Upload the changed :data:`MIRRORED_FILES` and :data:`MIRRORED_TREES` of a run."""
@@ -554,63 +372,3 @@ class RunStorage:
         if replay is not None:
             self.download_chunks(replay, local / replay)
         return None
-
-    # -- replay chunk files ------------------------------------------------------------------
-
-    def _remote_chunks(self, rel: str) -> set[str]:
-        known = self._chunks.get(rel)
-        if known is None:
-            known = {
-                name
-                for name in self.list_files(rel)
-                if "/" not in name and name.endswith(chunkfile.SUFFIX)
-            }
-            self._chunks[rel] = known
-        return known
-
-    def download_chunks(self, rel: str, local_dir: Path) -> int:
-        """Download the chunk files under ``rel`` that ``local_dir`` lacks; returns how many.
-
-        Files already there (a staging dir that survived, e.g. a shard restarted on its node)
-        are kept. Remote files older than the newest local one are not fetched: the local
-        replay evicted them since the last sync (eviction is oldest first), and the next sync
-        deletes them remotely. Files quarantined locally (``corrupt/``) are not fetched again.
-        """
-        known = self._remote_chunks(rel)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        finished, _ = chunkfile.list_chunk_files(local_dir)
-        newest = max((_chunk_seq(path.name) for path in finished), default=-1)
-        missing = [
-            name
-            for name in sorted(known)
-            if _chunk_seq(name) > newest
-            and not (local_dir / name).exists()
-            and not (local_dir / "corrupt" / name).exists()
-        ]
-        for name in missing:
-            self.download_file(f"{rel}/{name}", local_dir / name)
-        if missing:
-            logger.info(
-                "replay: downloaded %d chunk files from %s", len(missing), self.display(rel)
-            )
-        return len(missing)
-
-    def sync_chunks(self, local_dir: Path, rel: str) -> tuple[int, int]:
-        """Upload new chunk files of ``local_dir`` to ``rel`` and delete the remote copies of
-        evicted ones; returns ``(uploaded, deleted)``.
-
-        Chunk files never change once written, so a name known to be uploaded is never sent
-        again. Quarantined files (``corrupt/``) keep their remote copy.
-        """
-        known = self._remote_chunks(rel)
-        finished, _ = chunkfile.list_chunk_files(local_dir)
-        names = {path.name for path in finished}
-        new = sorted(names - known)
-        for name in new:
-            self.upload_file(local_dir / name, f"{rel}/{name}")
-            known.add(name)
-        gone = sorted(n for n in known - names if not (local_dir / "corrupt" / n).exists())
-        for name in gone:
-            self.delete_file(f"{rel}/{name}")
-            known.discard(name)
-        return len(new), len(gone)

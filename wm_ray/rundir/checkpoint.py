@@ -1,13 +1,19 @@
 """Atomic run checkpoints: ``<run_dir>/checkpoints/step-<env steps>/``.
 
 A checkpoint directory holds the resolved ``config.yaml``, ``agent/`` (weights, optimizer and
-normalizer state, written by the agent's ``save``), ``state.json`` (counters, limiter and replay
-state, replay manifest) and ``meta.json`` (format version and a SHA-256 of every other file). It
+normalizer state, written by the agent's ``save``), ``state.json`` (the run state, below) and
+``meta.json`` (format version and a SHA-256 of every other file). It
 is written under a temporary name and renamed into place, and ``latest`` (a one-line file) is
 replaced atomically afterwards, so a crash at any point leaves the previous checkpoint intact.
 Loading verifies every checksum: a truncated or altered file is refused with a message naming it.
 For a run directory on a filesystem URI these local checkpoints are uploaded by
-:mod:`wm_ray.storage` (``meta.json`` last, then ``latest``) and restored from it.
+:mod:`wm_ray.rundir.storage` (``meta.json`` last, then ``latest``) and restored from it.
+
+The run state (``state.json``) is one format for both loops (:func:`run_state`): the run's
+counters, the learner's counters, and per replay shard its state and manifest. The
+single-process loop writes it with its shards (one by default) as the Ray runtime does, so a
+run started by either resumes in the other. :func:`read_run_state` also reads the states of
+older wm_ray versions.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +211,59 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """The verified ``state.json`` of a checkpoint."""
+    """The verified run state of a checkpoint (:func:`read_run_state` of its ``state.json``)."""
     verify_checkpoint(path)
-    return json.loads((Path(path) / "state.json").read_text())
+    return read_run_state(json.loads((Path(path) / "state.json").read_text()))
+
+
+STATE_FORMAT = 2
+"""Version of the run state in ``state.json``."""
+
+
+def run_state(
+    counters: dict[str, Any],
+    learner: dict[str, Any],
+    shards: list[dict[str, Any]],
+    manifests: list[dict[str, Any]],
+    streams: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The run state a checkpoint records (JSON-able).
+
+    Args:
+        counters: the run's counters (``wm_ray.loops.schedule.RunCounters``).
+        learner: the learner's ``updates``, published weights ``version`` and ``sampled_floor``.
+        shards: every replay shard's ``Replay.state_dict()``, in shard order.
+        manifests: every shard's ``Replay.manifest()``.
+        streams: the env workers' stream prefixes (the Ray runtime's; informational).
+    """
+    return {
+        "format": STATE_FORMAT,
+        "counters": counters,
+        "learner": learner,
+        "shards": list(shards),
+        "shard_manifests": list(manifests),
+        "streams": list(streams),
+    }
+
+
+def read_run_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A ``state.json`` in the current format, whichever wm_ray version wrote it.
+
+    Raises:
+        CheckpointError: for a state this version cannot read.
+    """
+    version = state.get("format")
+    if version == STATE_FORMAT:
+        return state
+    if version is not None or "counters" not in state:
+        raise CheckpointError(
+            f"checkpoint state has format {version!r}; this wm_ray reads {STATE_FORMAT} and "
+            "the formats before it"
+        )
+    if "shards" in state:  # the Ray runtime's state before format 2
+        return {**state, "format": STATE_FORMAT, "streams": state.get("streams", [])}
+    if "replay" in state:  # the single-process loop's state before format 2: one replay
+        counters = dict(state["counters"])
+        learner = {"updates": int(counters.get("updates", 0)), "version": -1, "sampled_floor": 0}
+        return run_state(counters, learner, [state["replay"]], [state["replay_manifest"]])
+    raise CheckpointError("checkpoint state has neither replay shards nor a replay")
