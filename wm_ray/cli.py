@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from wm_ray.bench import add_bench_parser
 from wm_ray.config import Config
+from wm_ray.jobs import add_submit_parser
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -190,21 +192,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBMIT_DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-"""Job API used by ``wm-ray submit`` when neither --address nor the environment names one."""
-ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-"""Where Ray's job client looks for the cluster (in this order); they override its argument."""
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Submit ``wm-ray train <args>`` as a Ray job, then follow it to its end (unless
-    --no-wait): 0 when it succeeded, 1 (with its status and last log lines) otherwise."""
-    import asyncio
-    import os
+    """Submit ``wm-ray train <args>`` as a Ray job and follow it (:mod:`wm_ray.jobs`)."""
     import shlex
-    import time
 
     from wm_ray.config_io import ConfigError
+    from wm_ray.jobs import submit_and_follow
 
     train_argv = list(args.train_args)
     if train_argv[:1] == ["--"]:
@@ -224,131 +217,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if train.address is None:
         train_argv = ["--address", "auto", *train_argv]
     entrypoint = shlex.join(["wm-ray", "train", *train_argv])
-
-    from ray.exceptions import RayError
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    # Ray's client lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override its address argument;
-    # an explicit --address wins here, so hide them while the client resolves it.
-    hidden: dict[str, str] = {}
-    address = args.address
-    if address is not None:
-        hidden = {k: os.environ.pop(k) for k in ADDRESS_VARIABLES if k in os.environ}
-    elif not any(k in os.environ for k in ADDRESS_VARIABLES):
-        address = SUBMIT_DEFAULT_ADDRESS
-    runtime_env: dict[str, object] = {}
-    if args.working_dir:
-        runtime_env = {"working_dir": args.working_dir, "excludes": [".git"]}
-    try:
-        client = JobSubmissionClient(address)
-        job_id = client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=args.submission_id,
-            runtime_env=runtime_env or None,
-            metadata={"wm_ray": "train", "run_dir": run_dir},
-        )
-    except (ConnectionError, RuntimeError, RayError) as err:
-        print(
-            f"wm-ray: error: submitting to {address or 'the cluster'} failed: {err}",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        os.environ.update(hidden)
-    print(f"wm-ray: submitted job {job_id} to {client.get_address()}: {entrypoint}", flush=True)
-    if args.no_wait:
-        print(f"follow it with: ray job logs --follow {job_id}   (status: ray job status {job_id})")
-        return 0
-
-    async def follow() -> None:
-        async for lines in client.tail_job_logs(job_id):
-            print(lines, end="", flush=True)
-
-    try:
-        try:
-            asyncio.run(follow())
-        except RuntimeError as err:  # the log stream broke off: the status below still counts
-            print(f"wm-ray: log stream ended: {err}", file=sys.stderr)
-        status = client.get_job_status(job_id)
-        while not status.is_terminal():
-            time.sleep(1.0)
-            status = client.get_job_status(job_id)
-    except KeyboardInterrupt:
-        print(
-            f"wm-ray: stopped following; job {job_id} keeps running "
-            f"(ray job stop {job_id} ends it)",
-            file=sys.stderr,
-        )
-        return 130
-    except (ConnectionError, RayError) as err:
-        print(
-            f"wm-ray: error: lost the cluster while following job {job_id}: {err}", file=sys.stderr
-        )
-        return 1
-    if status == JobStatus.SUCCEEDED:
-        print(f"wm-ray: job {job_id} SUCCEEDED")
-        return 0
-    # Ray's message on a failed entrypoint repeats up to 20,000 characters of its logs: keep
-    # its first line, then the last log lines.
-    reason = (client.get_job_info(job_id).message or "").strip().split("\n", 1)[0]
-    reason = reason.split(", last available logs", 1)[0]
-    lines = client.get_job_logs(job_id).rstrip("\n").splitlines()
-    tail = lines[-args.tail_lines :] if args.tail_lines > 0 else []
-    print(
-        f"wm-ray: job {job_id} {status.value}"
-        + (f": {reason}" if reason else "")
-        + (f"\n  last {len(tail)} log lines:\n    " + "\n    ".join(tail) if tail else ""),
-        file=sys.stderr,
-    )
-    return 1
-
-
-def _package_parent() -> Path:
-    """The directory holding the wm_ray package: the checkout itself for an editable install."""
-    return Path(__file__).resolve().parents[1]
-
-
-def _bench_root() -> Path | None:
-    """The source checkout to benchmark: the current directory, else the package's parent."""
-    for root in (Path.cwd(), _package_parent()):
-        if (root / "benchmarks" / "suite.py").is_file():
-            return root
-    return None
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run ``python -m benchmarks.suite`` (what ``make bench`` runs) in the checkout; its exit
-    code (0 when every step succeeded)."""
-    import subprocess
-
-    root = _bench_root()
-    if root is None:
-        print(
-            f"wm-ray: error: wm-ray bench needs a source checkout: benchmarks/ not found in "
-            f"{Path.cwd()} or {_package_parent()}; clone the repository and run it there",
-            file=sys.stderr,
-        )
-        return 2
-    suite_argv: list[str] = []
-    if args.only:
-        suite_argv += ["--only", *args.only]
-    if args.skip:
-        suite_argv += ["--skip", *args.skip]
-    if args.peer_budget_minutes is not None:
-        suite_argv += ["--peer-budget-minutes", str(args.peer_budget_minutes)]
-    if args.keep_going:
-        suite_argv.append("--keep-going")
-    if args.dry_run:
-        suite_argv.append("--dry-run")
-    sys.stdout.flush()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.suite", *suite_argv], cwd=root)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see main): the suite stops its step too
-        proc.terminate()
-        proc.wait()
-        raise
-    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports
+    return submit_and_follow(args, entrypoint, run_dir)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -437,76 +306,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser(
-        "submit",
-        help="run `wm-ray train ARGS` as a job on a Ray cluster and follow it",
-        description="Submit `wm-ray train TRAIN_ARGS` (with --address auto added) to a Ray "
-        "cluster's job API and stream its logs until it ends; exit 0 if it succeeded. Token "
-        "auth comes from the environment as for `ray job submit` (RAY_AUTH_MODE=token and "
-        "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).",
-        usage="wm-ray submit [options] -- TRAIN_ARGS...",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        help=f"the cluster's job API, e.g. {SUBMIT_DEFAULT_ADDRESS} (default: "
-        f"$RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS, then {SUBMIT_DEFAULT_ADDRESS})",
-    )
-    p.add_argument(
-        "--working-dir",
-        default=None,
-        help="upload this directory as the job's working dir (its code is imported first); "
-        "default: the cluster's installed wm_ray",
-    )
-    p.add_argument("--submission-id", default=None, help="job id (default: chosen by Ray)")
-    p.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
-    p.add_argument(
-        "--no-check",
-        action="store_true",
-        help="skip building the config locally first (presets that exist only on the cluster)",
-    )
-    p.add_argument(
-        "--tail-lines",
-        type=int,
-        default=20,
-        help="log lines repeated when the job fails (default 20)",
-    )
-    p.add_argument(
-        "train_args",
-        nargs=argparse.REMAINDER,
-        metavar="TRAIN_ARGS",
-        help="after --: arguments of `wm-ray train`; --run-dir must be absolute or a URI",
-    )
+    p = add_submit_parser(sub)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser(
-        "bench",
-        help="run the benchmark suite (as make bench) and regenerate the expected-speed table",
-        description="Run `python -m benchmarks.suite` in the source checkout (the current "
-        "directory, else the one wm_ray is installed from): every benchmark in benchmarks/, "
-        "then the README's expected-speed table. Step names: see --dry-run.",
-    )
-    p.add_argument(
-        "--only",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="NAME",
-        help="run only these steps (summary still runs last unless --skip summary)",
-    )
-    p.add_argument(
-        "--skip", nargs="+", action="extend", default=[], metavar="NAME", help="leave out steps"
-    )
-    p.add_argument(
-        "--peer-budget-minutes",
-        type=float,
-        default=None,
-        metavar="MIN",
-        help="wall-clock budget of each CartPole learning run in the peer step (default 15)",
-    )
-    p.add_argument("--keep-going", action="store_true", help="run every step even after a failure")
-    p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
-    p.set_defaults(func=cmd_bench)
+    add_bench_parser(sub)
     return parser
 
 

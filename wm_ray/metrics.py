@@ -110,19 +110,34 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """A live status line: env steps, fps, latest return, ETA."""
+    """A live status line: env steps, fps, latest return, ETA.
 
-    def __init__(self, total_steps: int, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
+    Args:
+        total_steps: the run's target env steps.
+        stream: where the line goes (only when it is a terminal).
+        enabled: show it at all.
+        start: env steps already done when the line starts (a resumed run): fps and ETA count
+            only the steps taken since.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        stream: TextIO = sys.stderr,
+        enabled: bool = True,
+        start: int = 0,
+    ) -> None:
         self.total = total_steps
         self.stream = stream
         self.enabled = enabled and stream.isatty()
         self.start = time.perf_counter()
+        self.first_step = start
 
     def update(self, step: int, **values: float) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
-        fps = step / elapsed if elapsed > 0 else 0.0
+        fps = (step - self.first_step) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / fps if fps > 0 else float("nan")
         shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if v == v)
         self.stream.write(

@@ -60,8 +60,9 @@ class ModelSpec(NamedTuple):
     aliases: tuple[str, ...] = ()
     backends: tuple[str, ...] = ()
     """Env backends the family supports; empty means every backend."""
-    test_presets: tuple[str, ...] = ()
-    """Presets that shrink the family to test size (the conformance suite applies them)."""
+    test_config: tuple[str, ...] = ()
+    """Presets and ``key=value`` overrides that make the family test-sized (the conformance
+    suite, ``wm_ray.conformance``, applies them after ``run.model``)."""
 
 
 class UnknownNameError(ValueError):
@@ -82,7 +83,7 @@ MODELS: dict[str, ModelSpec] = {
             "DreamerV3: categorical RSSM world model, actor-critic learned in imagination.",
             Capabilities(run_options=("compile", "precision", "channels_last")),
             aliases=("dreamerv3", "rssm"),
-            test_presets=("size_debug",),
+            test_config=("debug", "size_debug"),
         ),
         ModelSpec(
             "iris",
@@ -91,7 +92,7 @@ MODELS: dict[str, ModelSpec] = {
             "IRIS: VQ tokenizer, causal transformer world model (KV-cached imagination), "
             "CNN+LSTM actor-critic; image observations, discrete actions.",
             Capabilities(observations=("image",), actions=("discrete",), steppable=True),
-            test_presets=("iris_debug",),
+            test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
         ),
         ModelSpec(
             "random",
@@ -100,6 +101,7 @@ MODELS: dict[str, ModelSpec] = {
             "Uniform random policy: the baseline for random-normalized scores; it does not learn.",
             Capabilities(learns=False),
             aliases=("uniform",),
+            test_config=("debug",),
         ),
     ]
 }

@@ -66,7 +66,7 @@ def test_collect_pong_persists_replay_that_reloads(tmp_path: Path) -> None:
     assert config.env.id == "ALE/Pong-v5" and config.env.num_envs == 2
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert records and all("step" in r and "time" in r for r in records)
-    replay = Replay(config.replay, directory=run_dir / "replay")
+    replay = Replay(config.replay, directory=run_dir / "replay" / "shard-0")
     assert len(replay) == summary["env_steps"]  # every collected step was stored and reloads
     batch = replay.sample(2, 8)
     assert batch["image"].shape == (2, 8, 64, 64, 3) and batch["image"].dtype == np.uint8

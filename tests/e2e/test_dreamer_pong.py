@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.metrics import read_jsonl
+from wm_ray.rundir import checkpoint as ckpt
 
 ARGS = [
     "--configs", "dreamer", "atari", "size_debug", "debug",

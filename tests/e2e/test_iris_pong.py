@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config import EnvConfig
 from wm_ray.config_io import build_config
 from wm_ray.loops.setup import make_vector_env
@@ -28,6 +27,7 @@ from wm_ray.models.common import Optimizer
 from wm_ray.models.iris.agent import world_model_loss
 from wm_ray.models.iris.tokenizer import Tokenizer
 from wm_ray.models.iris.transformer import WorldModel
+from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 

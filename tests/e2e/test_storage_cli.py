@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import load_config
 from wm_ray.metrics import read_jsonl
+from wm_ray.rundir import checkpoint as ckpt
 
 ARGS = [
     "--configs",
@@ -59,7 +59,7 @@ def test_a_uri_run_resumes_and_evaluates_from_fresh_machines(tmp_path: Path) -> 
     first = read_jsonl(remote / "metrics.jsonl")
     assert first[-1]["step"] == 160
     assert (remote / "checkpoints/latest").read_text().strip() == "step-000000000160"
-    assert list((remote / "replay").glob("*.chunk"))
+    assert list((remote / "replay/shard-0").glob("*.chunk"))
     shutil.rmtree(machine_a)  # the first machine is gone
 
     result = wm_ray(

@@ -11,9 +11,9 @@ import pytest
 import ray
 
 from wm_ray.actors import remote_env_worker, remote_replay_shard
-from wm_ray.rundir.paths import shard_directory
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
+from wm_ray.rundir.paths import shard_directory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 

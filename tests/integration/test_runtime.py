@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import ray
 
-from wm_ray.rundir import checkpoint as ckpt
-from wm_ray.actors.coordinator import Coordinator, runtime_tolerance
+from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, build_config
+from wm_ray.loops.schedule import run_pacer
+from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
@@ -74,7 +75,7 @@ def check_bookkeeping(config: Config, summary: dict[str, Any], run_dir: Path) ->
     assert summary["env_steps"] == config.run.steps
     assert summary["acked_steps"] == summary["env_steps"], "steps lost or counted twice"
     log = records(run_dir)
-    tolerance = runtime_tolerance(config)
+    tolerance = run_pacer(config, config.resources.env_workers).tolerance
     for record in log:
         if "replay/debt" in record:
             assert -BATCH * SEQ <= record["replay/debt"] <= tolerance, record
@@ -105,7 +106,7 @@ def test_two_workers_two_shards_one_learner_train_without_losing_a_step(tmp_path
     )
     summary, coordinator = run(config, tmp_path, prefix())
     try:
-        stats = ray.get([shard.stats.remote() for shard in coordinator.shards])
+        stats = ray.get([shard.stats.remote() for shard in coordinator.graph.shards])
         sampled = sum(s["limiter_samples"] for s in stats)
         # (Which shard a stream lands on is crc32 of a random name: with 4 streams both shards
         # get data only with probability 7/8, so that is tested with 16 streams in
@@ -132,8 +133,8 @@ def test_two_learners_in_a_gloo_group_stay_identical(tmp_path: Path) -> None:
     )
     summary, coordinator = run(config, tmp_path, prefix())
     try:
-        digests = ray.get([learner.digest.remote() for learner in coordinator.learners])
-        updates = ray.get([learner.ping.remote() for learner in coordinator.learners])
+        digests = ray.get([learner.digest.remote() for learner in coordinator.graph.learners])
+        updates = ray.get([learner.ping.remote() for learner in coordinator.graph.learners])
     finally:
         coordinator.close()
     assert summary["updates"] == owed_updates(384) > 0
@@ -144,8 +145,8 @@ def test_two_learners_in_a_gloo_group_stay_identical(tmp_path: Path) -> None:
 
 def test_a_tolerance_that_could_stall_the_runtime_is_refused(tmp_path: Path) -> None:
     config = make_config(tmp_path, "replay.tolerance=40")
-    with pytest.raises(ConfigError, match=r"replay.tolerance 40 is too small .* needs >= 160"):
-        runtime_tolerance(config)
+    with pytest.raises(ConfigError, match=r"replay.tolerance 40 is too small: .* needs >= 160"):
+        Coordinator(config, tmp_path)
 
 
 def kill_mid_run(
@@ -200,7 +201,7 @@ def test_a_killed_worker_or_shard_is_restarted_and_no_acknowledged_step_is_lost(
     try:
         kind = victim.rsplit("-", 1)[0]
         assert summary["restarts"][kind] == 1
-        acked = sum(ray.get([shard.acknowledged.remote() for shard in coordinator.shards]))
+        acked = sum(ray.get([shard.acknowledged.remote() for shard in coordinator.graph.shards]))
     finally:
         coordinator.close()
     # A restarted shard reloads every acknowledged chunk from disk; a killed worker's
@@ -219,7 +220,7 @@ def test_a_killed_learner_is_restored_from_the_last_checkpoint(tmp_path: Path) -
     summary, coordinator, seen = kill_mid_run(config, tmp_path, "learner-0", after_steps=288)
     try:
         assert summary["restarts"]["learner"] == 1
-        learner_updates = ray.get(coordinator.learners[0].ping.remote())
+        learner_updates = ray.get(coordinator.graph.learners[0].ping.remote())
     finally:
         coordinator.close()
     # The new learner continued from a checkpoint's update count, not from zero: beyond the

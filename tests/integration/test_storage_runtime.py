@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import ray
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config import Config
 from wm_ray.config_io import build_config, load_config
 from wm_ray.metrics import read_jsonl
+from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
@@ -57,7 +57,7 @@ def make_config(uri: str, steps: int) -> Config:
 
 def shard_steps(coordinator: Coordinator) -> tuple[int, int]:
     """``(stored steps, acknowledged steps)`` summed over the coordinator's shards."""
-    stats = ray.get([shard.stats.remote() for shard in coordinator.shards])
+    stats = ray.get([shard.stats.remote() for shard in coordinator.graph.shards])
     return int(sum(s["steps"] for s in stats)), int(sum(s["inserted_steps"] for s in stats))
 
 
@@ -71,7 +71,7 @@ def test_a_uri_run_resumes_with_its_replay_from_a_wiped_staging_dir(
     try:
         first = coordinator.run()
         stored, acked = shard_steps(coordinator)
-        digest = ray.get(coordinator.learners[0].digest.remote())
+        digest = ray.get(coordinator.graph.learners[0].digest.remote())
     finally:
         coordinator.close()
     assert first["run_dir"] == uri and first["env_steps"] == first["acked_steps"] == 192
@@ -93,7 +93,7 @@ def test_a_uri_run_resumes_with_its_replay_from_a_wiped_staging_dir(
     try:
         # Restored before any step: every acknowledged step and the checkpointed weights.
         assert shard_steps(coordinator) == (stored, acked)
-        assert ray.get(coordinator.learners[0].digest.remote()) == digest
+        assert ray.get(coordinator.graph.learners[0].digest.remote()) == digest
         second = coordinator.run()
     finally:
         coordinator.close()

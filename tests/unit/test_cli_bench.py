@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import suite  # noqa: E402
-from wm_ray import cli  # noqa: E402
+from wm_ray import bench, cli  # noqa: E402
 
 MAKE_BENCH = [  # every benchmark step, in order
     ("replay", ["benchmarks/replay_bench.py"]),
@@ -158,7 +158,7 @@ def test_cli_bench_looks_in_the_current_directory_then_beside_the_package(
     tmp_path: Path,
 ) -> None:
     monkeypatch.chdir(ROOT if cwd_is_checkout else tmp_path)
-    monkeypatch.setattr(cli, "_package_parent", lambda: tmp_path if cwd_is_checkout else ROOT)
+    monkeypatch.setattr(bench, "_package_parent", lambda: tmp_path if cwd_is_checkout else ROOT)
     assert cli.main(["bench", "--dry-run", "--only", "replay"]) == 0
     assert f"benchmark suite in {ROOT}: replay, summary" in capfd.readouterr().out
 
@@ -170,7 +170,7 @@ def test_cli_bench_without_a_checkout_says_so(
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_package_parent", lambda: site)
+    monkeypatch.setattr(bench, "_package_parent", lambda: site)
     assert cli.main(["bench", "--dry-run"]) == 2
     captured = capfd.readouterr()
     assert captured.out == ""

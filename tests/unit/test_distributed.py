@@ -72,3 +72,51 @@ def test_without_a_group_the_helpers_are_no_ops() -> None:
     dist_utils.broadcast_modules(agent)
     assert dist_utils.broadcast_floats([1.0, 2.0], agent) == [1.0, 2.0]
     assert all(torch.equal(a, b) for a, b in zip(before, agent.net.parameters(), strict=True))
+
+
+def _returns(step: int) -> torch.Tensor:
+    """A (8, 15) batch of returns whose halves differ: per-half percentiles are not global."""
+    gen = torch.Generator().manual_seed(step)
+    low = torch.randn(4, 15, generator=gen)
+    high = 50.0 + 20.0 * torch.randn(4, 15, generator=gen)
+    return torch.cat([low, high])
+
+
+def _normalizer_rank(rank: int, port: int, out: str) -> None:
+    from wm_ray.models.common import ReturnNormalizer
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    norm = ReturnNormalizer(decay=0.5)
+    for step in range(3):
+        norm.update(_returns(step).chunk(2)[rank])  # each learner sees its B / L sequences
+    torch.save({"low": norm.low, "high": norm.high, "scale": norm.scale}, Path(out) / f"n{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_learners_keep_the_return_scale_of_one_learner_on_the_global_batch(
+    tmp_path: Path,
+) -> None:
+    from wm_ray.models.common import ReturnNormalizer
+
+    mp.start_processes(
+        _normalizer_rank,
+        args=(_free_port(), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+        join=True,
+    )
+    ranks = [torch.load(tmp_path / f"n{r}.pt") for r in range(2)]
+    one = ReturnNormalizer(decay=0.5)
+    for step in range(3):
+        one.update(_returns(step))
+    for got in ranks:
+        assert torch.equal(got["low"], one.low) and torch.equal(got["high"], one.high)
+        assert torch.equal(got["scale"], one.scale)
+    # per-rank percentiles (what each learner would take from its own share) differ widely
+    alone = ReturnNormalizer(decay=0.5)
+    for step in range(3):
+        alone.update(_returns(step).chunk(2)[0])
+    assert float(alone.scale) < 0.5 * float(one.scale)

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from test_train_loop import small_config  # the same tiny random-agent run (tests/unit on path)
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import ConfigError, build_config, load_config
 from wm_ray.loops.collect import collect
 from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl
 from wm_ray.replay import Replay
+from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.paths import is_uri, staging_dir
 from wm_ray.rundir.storage import RunStorage, load_run_config, resolve_run_dir
 
@@ -334,8 +334,9 @@ def test_a_single_process_run_on_a_uri_resumes_on_a_new_machine(
     assert len(records) > lines and records[-1]["step"] == 600
     # Every replay step acknowledged before the first run ended reloaded on the new machine.
     resumed = ckpt.load_state(local / "checkpoints/step-000000000600")
-    assert resumed["replay_manifest"]["steps"] >= state["replay_manifest"]["steps"]
-    assert len(list((root / "replay").glob("*.chunk"))) == resumed["replay_manifest"]["chunks"]
+    manifest, before = resumed["shard_manifests"][0], state["shard_manifests"][0]
+    assert manifest["steps"] >= before["steps"]
+    assert len(list((root / "replay/shard-0").glob("*.chunk"))) == manifest["chunks"]
 
     with pytest.raises(ConfigError, match=r"already holds a run .* --resume"):
         train(small_config(uri, 600), uri)
@@ -350,11 +351,11 @@ def test_collect_into_a_uri_uploads_and_continues_the_remote_replay(
     assert first["run_dir"] == uri
     assert json.loads((root / "summary.json").read_text())["env_steps"] == 128
     assert load_config(root).run.run_dir == uri and (root / "metrics.jsonl").is_file()
-    assert len(Replay(load_config(root).replay, root / "replay")) == 128
+    assert len(Replay(load_config(root).replay, root / "replay/shard-0")) == 128
     monkeypatch.setenv("WM_RAY_STAGING", str(tmp_path / "machine-b"))
     second = collect(small_config(uri, 64), uri, progress=False)
     assert second["replay"]["steps"] == 128 + 64, "the remote's replay was continued"
-    assert len(list((root / "replay").glob("*.chunk"))) == second["replay"]["chunks"]
+    assert len(list((root / "replay/shard-0").glob("*.chunk"))) == second["replay"]["chunks"]
 
 
 def test_a_plain_run_dir_stays_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

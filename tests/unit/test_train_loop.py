@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.config_io import ConfigError, build_config, load_config
 from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl
+from wm_ray.rundir import checkpoint as ckpt
 
 
 def small_config(run_dir: Path, steps: int, *extra: str):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ class. No math lives here (ARCHITECTURE.md invariant 1).
 
 from __future__ import annotations
 
-from wm_ray.actors.env_worker import EnvWorker, remote_env_worker, stable_shard
+from wm_ray.actors.env_worker import EnvWorker, remote_env_worker
 from wm_ray.actors.learner import Learner, remote_learner
 from wm_ray.actors.replay_shard import ReplayShard, remote_replay_shard
 from wm_ray.actors.weights import WeightStore, remote_weight_store
@@ -21,6 +21,4 @@ __all__ = [
     "remote_learner",
     "remote_replay_shard",
     "remote_weight_store",
-    "shard_directory",
-    "stable_shard",
 ]

@@ -1,4 +1,4 @@
-"""``EnvWorker``: a vector env, an acting copy of the policy and a driver inside a Ray actor.
+"""``EnvWorker``: a vector env, an acting-only agent and a driver inside a Ray actor.
 
 The worker steps its vector env with one batched policy call per vector step (never a Ray call
 per env step), cuts the step stream into per-env chunks with a
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-import zlib
 from collections import deque
 from typing import Any
 
@@ -32,14 +31,10 @@ from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.replay import StreamWriter
+from wm_ray.replay.sharding import stable_shard
 
 ENV_SEED_STRIDE = 1000
 """Env seeds of worker ``i`` start at ``run.seed + ENV_SEED_STRIDE * i``."""
-
-
-def stable_shard(stream: str, num_shards: int) -> int:
-    """The shard that owns ``stream``: ``crc32(stream) % num_shards`` (stable across processes)."""
-    return zlib.crc32(stream.encode("utf-8")) % num_shards
 
 
 class EnvWorker:
@@ -87,7 +82,7 @@ class EnvWorker:
         )
         self.venv = make_vector_env(config.env, seed=config.run.seed + ENV_SEED_STRIDE * index)
         self.agent = create_model(
-            config.run.model, self.venv.obs_space, self.venv.act_space, acting
+            config.run.model, self.venv.obs_space, self.venv.act_space, acting, acting=True
         )
         self.stream_prefix = f"w{index}-{uuid.uuid4().hex[:8]}"
         self.writer = StreamWriter(

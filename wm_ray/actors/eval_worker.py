@@ -18,12 +18,12 @@ from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.evaluate import evaluate
+from wm_ray.loops.schedule import EVAL_SEED_OFFSET
 from wm_ray.loops.setup import make_vector_env
-from wm_ray.loops.train import EVAL_SEED_OFFSET
 
 
 class EvalWorker:
-    """Eval worker ``index``: an eval vector env and an acting copy of the agent.
+    """Eval worker ``index``: an eval vector env and an acting-only copy of the agent.
 
     Args:
         config: the run config (env, eval settings, model).
@@ -40,7 +40,7 @@ class EvalWorker:
             num_envs=config.eval.num_envs,
         )
         self.agent = create_model(
-            config.run.model, self.venv.obs_space, self.venv.act_space, acting
+            config.run.model, self.venv.obs_space, self.venv.act_space, acting, acting=True
         )
 
     def evaluate(self, weights: Any, episodes: int, video: bool = False) -> dict[str, Any]:

@@ -1,14 +1,10 @@
 """``Learner``: the agent's training side inside a Ray actor; L learners form one group.
 
-Each update draws one ``(B, T)`` batch from the replay shards and calls ``agent.train``. Only the
-single-process rule decides whether an update happens (``Trainer._train_owed`` in
-:mod:`wm_ray.loops.train`, ARCHITECTURE.md invariant 2), applied to the sum over all shards:
-
-    samples_per_insert * (inserted - min_size) - sampled >= B * T
-
-where ``inserted`` and ``sampled`` are the sums of the shards' ``limiter_inserts`` and
-``limiter_samples`` (``ReplayShard.stats()``) and ``min_size`` is counted once for the whole
-replay, as in the single-process loop. One round of ``stats`` calls tells how many updates are
+Each update draws one ``(B, T)`` batch from the replay shards and calls ``agent.train``. The
+run's pacing rule (:class:`~wm_ray.replay.limiter.Pacer`, the one the single-process loop calls,
+ARCHITECTURE.md invariant 2) decides how many updates are owed, over the sums of the shards'
+``limiter_inserts`` and ``limiter_samples`` (``ReplayShard.stats()``), with ``min_size`` counted
+once for the whole replay. One round of ``stats`` calls tells how many updates are
 owed; the learners then count them down locally (each update samples exactly ``B * T`` steps in
 all and only learners sample) and ask the shards again only when the count reaches zero, to pick
 up inserts made meanwhile. ``sampled`` never goes below the steps the group is known to have
@@ -24,8 +20,10 @@ agent's files to the coordinator for checkpoints (:meth:`Learner.agent_files`; r
 :meth:`Learner.load_agent_files`), so checkpoints need no filesystem shared with the learners.
 
 Batch split: a rank's sequences are drawn from the shards with a multinomial over the shards'
-``valid_sequences`` (a seeded generator), then each shard samples its share in one call; this is
-the same distribution as sampling uniformly from the union of all shards. Prefetch: the next
+``valid_sequences`` (:func:`~wm_ray.replay.sharding.split_batch`, a seeded generator), then
+each shard samples its share in one call; this is the same distribution as sampling uniformly
+from the union of all shards, and the single-process loop splits its batches the same way.
+Prefetch: the next
 update's ``sample`` calls are issued before the current update runs, so sampling overlaps
 training; one batch is in flight at most, and only when that update is owed, so no sampled
 batch is ever discarded. A shard that dies mid-call is looked up again by name (the coordinator
@@ -50,12 +48,12 @@ from ray.exceptions import RayActorError
 from wm_ray.actors.naming import actor_name, resolve
 from wm_ray.config import Config
 from wm_ray.factory import create_model
+from wm_ray.loops.schedule import run_pacer
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import Mean
+from wm_ray.replay.sharding import SPLIT_SEED_OFFSET, concat_parts, split_batch
 from wm_ray.rundir import checkpoint as ckpt
 
-LEARNER_SEED_OFFSET = 7919
-"""The batch-split generator of rank r is seeded with ``run.seed + LEARNER_SEED_OFFSET + r``."""
 GROUP_TIMEOUT_S = 120.0
 """How long a collective may wait for the other ranks before failing (a dead rank)."""
 
@@ -121,7 +119,8 @@ class Learner:
         self.local_batch = self.batch_size // self.world_size
         self.seq_len = int(config.replay.seq_len)
         self.train_state = self.agent.init_train(self.local_batch)
-        self.rng = np.random.default_rng(config.run.seed + LEARNER_SEED_OFFSET + self.rank)
+        self.rng = np.random.default_rng(config.run.seed + SPLIT_SEED_OFFSET + self.rank)
+        self.pacer = run_pacer(config, config.resources.env_workers)
         self.updates = 0
         self.version = -1
         self.sampled_floor = 0.0
@@ -186,23 +185,19 @@ class Learner:
         message = [0.0] * (1 + len(self.shards))
         if self.rank == 0:
             stats = self._stats()
-            replay = self.config.replay
             inserted = sum(s["limiter_inserts"] for s in stats)
             sampled = max(sum(s["limiter_samples"] for s in stats), self.sampled_floor)
             self.sampled_floor = sampled
             valid = [s["valid_sequences"] for s in stats]
-            owed = 0
-            if inserted >= replay.min_size and sum(valid) > 0:
-                debt = replay.samples_per_insert * (inserted - replay.min_size) - sampled
-                owed = max(0, int(debt // (self.batch_size * self.seq_len)))
+            owed = self.pacer.owed(inserted, sampled) if sum(valid) > 0 else 0
             message = [float(owed), *valid]
         message = self._broadcast(message)
         return int(message[0]), list(message[1:])
 
     def _request(self, valid: list[float]) -> tuple[list[Any], list[int]]:
         """Issue one batch's ``sample`` calls: ``B / L`` split over shards ∝ valid sequences."""
-        counts = self.rng.multinomial(self.local_batch, np.asarray(valid) / sum(valid))
-        wanted = [(i, int(c)) for i, c in enumerate(counts) if c > 0]
+        counts = split_batch(self.rng, self.local_batch, valid)
+        wanted = [(i, c) for i, c in enumerate(counts) if c > 0]
         refs = [self.shards[i].sample.remote(c, self.seq_len) for i, c in wanted]
         return refs, [i for i, _ in wanted] + [c for _, c in wanted]
 
@@ -222,7 +217,7 @@ class Learner:
                 ]
         if any(part is None for part in parts):
             raise RuntimeError("a replay shard had no valid sequence although its stats had some")
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return concat_parts(parts)
 
     # -- training --------------------------------------------------------------------------
 

@@ -24,8 +24,6 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from wm_ray.config import ResourcesConfig
 from wm_ray.config_io import ConfigError
 
-KINDS = ("learner", "env-worker", "eval-worker", "replay-shard")
-
 
 def _bundle(cpus: float, gpus: float = 0.0) -> dict[str, float]:
     return {k: float(v) for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0}

@@ -21,11 +21,8 @@ import ray
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.actors.placement import local_cpus
 from wm_ray.config import Config
-from wm_ray.config_io import ConfigError
-from wm_ray.loops.train import resolve_resume
-from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.paths import run_name
-from wm_ray.rundir.storage import resolve_run_dir
+from wm_ray.rundir.storage import resolve_resume, resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +71,6 @@ def train(
         if storage is not None:
             storage.restore(local)  # the coordinator finds it up to date
         config = resolve_resume(config, local, allow_config_change)
-        path = ckpt.latest_checkpoint(local)
-        if path is not None and "shards" not in ckpt.load_state(path):
-            raise ConfigError(
-                f"{path} was written by the single-process loop; resume it with "
-                "`wm-ray train --single-process --resume`"
-            )
     if prefix is None:
         prefix = f"{run_name(config)}." if cluster_address(config) else ""
     previous = signal.getsignal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 """Collect experience with a (non-learning) policy into replay: ``wm-ray collect``.
 
 The smallest end-to-end path through the rooms: config -> vector env -> agent policy -> replay
-(chunks persisted in the run dir) -> metrics. Training loops build on the same pieces. A run
+(chunks persisted in the run dir's ``replay/shard-0``, the layout of training runs) -> metrics.
+Training loops build on the same pieces. A run
 directory given as a URI is worked on in a local staging directory
 (:mod:`wm_ray.rundir.storage`) and uploaded at the end: config, metrics, summary and the replay
 chunk files.
@@ -26,6 +27,7 @@ from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.replay import Replay, StreamWriter
+from wm_ray.rundir.paths import shard_directory, shard_relpath
 from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
     location = str(run_dir)
     run_dir, storage = resolve_run_dir(run_dir)
     if storage is not None:
-        replay_rel = "replay" if config.replay.persist else None
+        replay_rel = shard_relpath(0) if config.replay.persist else None
         storage.prepare(run_dir, replay=replay_rel, new_run=False)
     if config.resources != ResourcesConfig():
         logger.warning(
@@ -63,7 +65,7 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)
-    replay_dir = run_dir / "replay" if config.replay.persist else None
+    replay_dir = shard_directory(run_dir, 0) if config.replay.persist else None
     replay = Replay(config.replay, directory=replay_dir, seed=config.run.seed)
     metrics = JsonlSink(run_dir / "metrics.jsonl")
     venv = make_vector_env(config.env, seed=config.run.seed)
@@ -116,7 +118,7 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
         if storage is not None:
             if replay.directory is not None:
-                storage.sync_chunks(replay.directory, "replay")
+                storage.sync_chunks(replay.directory, shard_relpath(0))
             storage.mirror(run_dir)
         return summary
     finally:

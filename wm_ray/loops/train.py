@@ -1,72 +1,41 @@
 """The single-process training loop: the reference semantics of every distributed run.
 
-Per vector step: the driver acts (one batched policy call) and the steps go to replay; then the
-agent trains while the limiter owes samples, i.e. until replayed steps (B*T per update) catch
-up with ``replay.samples_per_insert`` times the env steps inserted after ``replay.min_size``.
-Evaluation, logging and checkpoints happen on env-step schedules; ``resume`` continues from
-the latest checkpoint with every counter intact. A run directory given as a URI
-(``s3://bucket/run``, :mod:`wm_ray.rundir.storage`) is worked on in a local staging directory and
-synced to the remote at the start, at every checkpoint and at the end.
+Per vector step: the driver acts (one batched policy call) and the steps go to replay in chunks;
+then the agent trains the updates the pacing rule owes (:class:`~wm_ray.replay.limiter.Pacer`:
+replayed steps, B*T per update, catch up with ``replay.samples_per_insert`` times the env steps
+inserted after ``replay.min_size``). Logging, checkpoints and evaluation follow the run schedule
+both loops share (:mod:`wm_ray.loops.schedule`). The replay is kept in
+``resources.replay_shards`` shards (``<run_dir>/replay/shard-<i>``, one by default) exactly as
+the Ray runtime keeps it, and checkpoints record the same run state, so ``--resume`` continues a
+run of either loop with every counter intact. A run directory given as a URI (``s3://bucket/run``,
+:mod:`wm_ray.rundir.storage`) is worked on in a local staging directory and synced to the remote
+at the start, at every checkpoint and at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from wm_ray import metrics as M
 from wm_ray.config import Config
-from wm_ray.config_io import ConfigError, diff, load_config, save_config, to_yaml
+from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.evaluate import evaluate
+from wm_ray.loops.schedule import EVAL_SEED_OFFSET, RunCounters, Schedule, run_pacer, run_summary
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.media import plot_curve, write_video
-from wm_ray.metrics import Mean, MetricsLogger, Progress, read_jsonl
-from wm_ray.replay import Replay, StreamWriter
+from wm_ray.metrics import MetricsLogger, read_jsonl
+from wm_ray.replay import StreamWriter
+from wm_ray.replay.sharding import SPLIT_SEED_OFFSET, ShardedReplay
 from wm_ray.rundir import checkpoint as ckpt
-from wm_ray.rundir.storage import RunStorage, resolve_run_dir
+from wm_ray.rundir.paths import migrate_flat_replay, shard_directory, shard_relpath
+from wm_ray.rundir.storage import RunStorage, resolve_resume, resolve_run_dir
 
 logger = logging.getLogger(__name__)
-EVAL_SEED_OFFSET = 10**6
-RESUMABLE_KEYS = {"run.steps", "run.run_dir", "logging.progress", "resources.address"}
-
-
-@dataclass
-class Counters:
-    """Everything a resumed run continues from."""
-
-    env_steps: int = 0
-    updates: int = 0
-    episodes: int = 0
-    evals: int = 0
-    seconds: float = 0.0
-    env_restarts: int = 0
-    last_eval_return: float | None = None
-    last_eval_step: int = -1
-    best_eval_return: float | None = None
-    best_eval_step: int = -1
-
-
-def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Config:
-    """The config to resume with: the saved one, unless the request changes it and that's allowed.
-
-    ``run.steps`` (to train longer) and output-only keys may always change.
-    """
-    saved = load_config(run_dir)
-    changed = {k: v for k, v in diff(saved, requested).items() if k not in RESUMABLE_KEYS}
-    if changed and not allow_change:
-        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        raise ConfigError(
-            f"--resume with a changed config ({shown}); pass --allow-config-change to accept it"
-        )
-    return requested
 
 
 class Trainer:
@@ -75,7 +44,7 @@ class Trainer:
     Args:
         config: the resolved run config.
         run_dir: the local run directory (a URI run's staging directory).
-        resume: continue from the latest checkpoint in ``run_dir``.
+        resume: continue from the latest checkpoint in ``run_dir`` (written by either loop).
         storage: the remote of a URI run (prepared by :func:`train`): the run is synced to it
             at the start, at every checkpoint and at the end.
     """
@@ -96,9 +65,6 @@ class Trainer:
         if storage is not None:
             storage.mirror(run_dir)
         seed = config.run.seed
-        self.replay = Replay(
-            config.replay, run_dir / "replay" if config.replay.persist else None, seed=seed
-        )
         self.venv = make_vector_env(config.env, seed=seed)
         self.eval_venv = make_vector_env(
             config.env, seed=seed + EVAL_SEED_OFFSET, num_envs=config.eval.num_envs
@@ -106,51 +72,59 @@ class Trainer:
         self.agent = create_model(
             config.run.model, self.venv.obs_space, self.venv.act_space, config
         )
+        replay = config.replay
+        self.pacer = run_pacer(config)
+        if resume:
+            migrate_flat_replay(run_dir)
+        shards = config.resources.replay_shards
+        dirs = [shard_directory(run_dir, i) if replay.persist else None for i in range(shards)]
+        self.replay = ShardedReplay(replay, dirs, seed, self.pacer.tolerance, SPLIT_SEED_OFFSET)
         self.writer = StreamWriter(
             self.replay.add_chunk,
             self.venv.num_envs,
-            config.replay.chunk_len,
+            replay.chunk_len,
             f"w0-{uuid.uuid4().hex[:8]}",
         )
         self.driver = Driver(self.venv, self.agent, sinks=(self.writer.add,))
-        self.counters = Counters()
+        self.counters = RunCounters()
         if resume:
             self._restore()
         self.logger = MetricsLogger(run_dir, config.logging.jsonl, config.logging.tensorboard)
-        self.train_state = self.agent.init_train(config.replay.batch_size)
-        self.means = Mean()
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
+        self.train_state = self.agent.init_train(replay.batch_size)
+        self.schedule = Schedule(config, self.counters, self.pacer)
+        self.is_image = "image" in self.venv.obs_space.spaces
 
     def _restore(self) -> None:
         path = ckpt.latest_checkpoint(self.run_dir)
         if path is None:
             raise ConfigError(f"--resume: {self.location} has no checkpoint to resume from")
         state = ckpt.load_state(path)
-        if "replay" not in state:
-            raise ConfigError(
-                f"{path} was written by the Ray runtime; resume it without --single-process"
-            )
         self.agent.load(path / "agent")
-        self.replay.load_state_dict(state["replay"])
-        self.counters = Counters(**state["counters"])
+        try:
+            self.replay.load_state_dicts(state["shards"])
+        except ValueError as err:
+            raise ConfigError(f"--resume from {path}: {err}") from None
+        self.counters = RunCounters.from_state(state["counters"])
         logger.info("resumed from %s at %d env steps", path, self.counters.env_steps)
 
     def save(self, tag: str | None = None) -> Path:
-        """Write a checkpoint of the whole run (agent, counters, replay state, config)."""
+        """Write a checkpoint of the whole run (agent, counters, replay shards, config)."""
         self.writer.flush()
-        state = {
-            "counters": dataclasses.asdict(self.counters),
-            "replay": self.replay.state_dict(),
-            "replay_manifest": self.replay.manifest(),
+        c = self.counters
+        learner = {
+            "updates": c.updates,
+            "version": c.weights_version,
+            "sampled_floor": float(self.replay.sampled),
         }
+        state = ckpt.run_state(
+            c.state(),
+            learner,
+            self.replay.state_dicts(),
+            self.replay.manifests(),
+            [self.writer.prefix],
+        )
         path = ckpt.save_checkpoint(
-            self.run_dir,
-            self.counters.env_steps,
-            self.agent.save,
-            state,
-            to_yaml(self.config),
-            tag=tag,
+            self.run_dir, c.env_steps, self.agent.save, state, to_yaml(self.config), tag=tag
         )
         self.sync()
         return path
@@ -163,175 +137,90 @@ class Trainer:
         """
         if self.storage is None:
             return
-        if self.replay.directory is not None:
-            self.storage.sync_chunks(self.replay.directory, "replay")
+        for i, shard in enumerate(self.replay.shards):
+            if shard.directory is not None:
+                self.storage.sync_chunks(shard.directory, shard_relpath(i))
         self.storage.sync_run(self.run_dir)
 
     def _train_owed(self) -> None:
-        n = self.config.replay.batch_size * self.config.replay.seq_len
-        limiter = self.replay.limiter
-        while (
-            limiter.inserts >= limiter.min_size and limiter.debt >= n and self.replay.can_sample()
-        ):
-            batch = self.replay.sample()
-            self.train_state, metrics = self.agent.train(batch, self.train_state)
-            self.means.add(metrics)
-            self.counters.updates += 1
+        replay = self.replay
+        while self.pacer.owed(replay.inserted, replay.sampled) > 0 and replay.can_sample():
+            self.train_state, metrics = self.agent.train(replay.sample(), self.train_state)
+            self.schedule.trained(metrics)
 
-    def _evaluate(self, video: bool) -> dict[str, Any]:
-        """Eval episodes; a new best mean return is also saved as ``checkpoints/best``."""
+    def _evaluate(self, path: Path, video: bool) -> dict[str, Any]:
+        """Evaluate the weights of checkpoint ``path``; a new best tags it ``best``."""
         result = evaluate(self.agent, self.eval_venv, self.config.eval.episodes, video=video)
-        c = self.counters
-        c.evals += 1
-        c.last_eval_return = result["eval/return"]
-        c.last_eval_step = c.env_steps
-        if c.best_eval_return is None or result["eval/return"] > c.best_eval_return:
-            c.best_eval_return, c.best_eval_step = result["eval/return"], c.env_steps
-            self.save(tag="best")
-        result["eval/best_return"] = c.best_eval_return
+        if self.schedule.evaluated(result, self.counters.env_steps):
+            ckpt.tag_checkpoint(path, "best")
+            self.sync()
         if "frames" in result:
-            path = self.run_dir / "videos" / f"eval-{self.counters.env_steps:09d}.mp4"
-            write_video(result["frames"], path)
+            target = self.run_dir / "videos" / f"eval-{self.counters.env_steps:09d}.mp4"
+            write_video(result["frames"], target)
         return result
 
+    def _line(self, extra: dict[str, Any]) -> dict[str, Any]:
+        self.counters.env_restarts = self.venv.restarts
+        replay = self.replay
+        return self.schedule.line(replay.inserted, replay.sampled, len(replay), extra)
+
     def run(self) -> dict[str, Any]:
-        cfg, c = self.config, self.counters
-        bar = Progress(cfg.run.steps, enabled=cfg.logging.progress)
-        start, window_start = time.perf_counter(), time.perf_counter()
-        offset = c.seconds
-        window_steps, window_updates = c.env_steps, c.updates
-        next_log = c.env_steps + cfg.logging.every
-        next_eval = c.env_steps + cfg.eval.every if cfg.eval.every else None
-        next_ckpt = c.env_steps + cfg.run.checkpoint_every if cfg.run.checkpoint_every else None
-        is_image = "image" in self.venv.obs_space.spaces
+        cfg, c, schedule = self.config, self.counters, self.schedule
         try:
             while c.env_steps < cfg.run.steps:
                 self.driver.step()
                 c.env_steps += self.venv.num_envs
                 for episode in self.driver.episodes.pop():
-                    self.returns.append(episode["return"])
-                    self.lengths.append(episode["length"])
-                    c.episodes += 1
+                    schedule.episode(episode["return"], episode["length"])
                 self._train_owed()
-                record: dict[str, Any] = {}
-                if next_eval is not None and c.env_steps >= next_eval:
-                    result = self._evaluate(video=cfg.eval.video and is_image)
-                    record.update({k: v for k, v in result.items() if k.startswith("eval/")})
-                    next_eval += cfg.eval.every
-                if c.env_steps >= next_log or record:
-                    now = time.perf_counter()
-                    c.seconds = offset + now - start
-                    record.update(
-                        self._log_record(now - window_start, window_steps, window_updates)
-                    )
-                    self.logger.write(record)
-                    window_start, window_steps, window_updates = now, c.env_steps, c.updates
-                    next_log = c.env_steps + cfg.logging.every
-                    bar.update(
-                        c.env_steps,
-                        ret=record.get("episode/return", float("nan")),
-                        eval=c.last_eval_return or float("nan"),
-                    )
-                if next_ckpt is not None and c.env_steps >= next_ckpt:
-                    c.seconds = offset + time.perf_counter() - start
-                    self.save()
-                    next_ckpt += cfg.run.checkpoint_every
+                extra: dict[str, Any] = {}
+                evaluate = schedule.eval_due()
+                if evaluate or schedule.checkpoint_due():
+                    schedule.elapsed()
+                    path = self.save()
+                    schedule.checkpointed(evaluate)
+                    if evaluate:
+                        video = cfg.eval.video and self.is_image
+                        extra = schedule.eval_record(self._evaluate(path, video))
+                if schedule.log_due() or extra:
+                    self.logger.write(self._line(extra))
         except KeyboardInterrupt:
             logger.warning("interrupted: writing a final checkpoint")
-            c.seconds = offset + time.perf_counter() - start
+            schedule.elapsed()
             self.save()
             raise
         finally:
-            bar.close()
-        return self._finish(offset + time.perf_counter() - start, is_image)
+            schedule.close()
+        return self._finish()
 
-    def _log_record(self, seconds: float, steps_before: int, updates_before: int) -> dict[str, Any]:
-        c, cfg = self.counters, self.config
-        stats = self.replay.stats()
-        record: dict[str, Any] = {
-            "step": c.env_steps,
-            "time": c.seconds,
-            "fps/env": (c.env_steps - steps_before) / max(seconds, 1e-9),
-            "fps/train": (c.updates - updates_before)
-            * cfg.replay.batch_size
-            * cfg.replay.seq_len
-            / max(seconds, 1e-9),
-            "replay/size": len(self.replay),
-            "replay/ratio": stats["sampled_steps"] / max(stats["inserted_steps"], 1),
-            "counters/updates": c.updates,
-            "counters/episodes": c.episodes,
-            "counters/env_restarts": self.venv.restarts,
-        }
-        if self.returns:
-            record["episode/return"] = float(np.mean(self.returns))
-            record["episode/length"] = float(np.mean(self.lengths))
-            self.returns, self.lengths = [], []
-        record.update(self.means.pop())
-        return record
-
-    def _finish(self, seconds: float, is_image: bool) -> dict[str, Any]:
-        c = self.counters
-        c.seconds = seconds
-        fresh = self.config.eval.episodes and c.last_eval_step != c.env_steps
-        result = self._evaluate(video=is_image) if fresh else {}
-        final = {
-            "step": c.env_steps,
-            "time": seconds,
-            **{k: v for k, v in result.items() if k.startswith("eval/")},
-        }
-        self.logger.write(final)
+    def _finish(self) -> dict[str, Any]:
+        c, schedule = self.counters, self.schedule
+        schedule.elapsed()
         path = self.save()
+        result: dict[str, Any] = {}
+        if schedule.fresh_eval_needed():
+            result = self._evaluate(path, video=self.is_image)
+            path = self.save()  # with the final evaluation in its counters
+        final = self._line(schedule.eval_record(result) if result else {})
+        for key in (M.FPS_ENV, M.FPS_TRAIN):
+            final.pop(key, None)
+        self.logger.write(final)
         curve = plot_curve(
             read_jsonl(self.run_dir / "metrics.jsonl") if self.config.logging.jsonl else [final],
             self.run_dir / "curve.png",
             title=f"{self.config.run.model} on {self.config.env.id}",
         )
-        videos = self.run_dir / "videos"
-        if is_image and self.replay.can_sample():
+        if self.is_image and self.replay.can_sample():
             media = self.agent.report(self.replay.sample(batch_size=1))
             if "openloop" in media:  # (T, H, 3W, C) strips; panels: see the family README
-                write_video(media["openloop"], videos / "openloop.mp4", fps=10)
+                write_video(media["openloop"], self.run_dir / "videos" / "openloop.mp4", fps=10)
         self.sync()
-        return run_summary(self.run_dir, c, seconds, result, path, curve, self.location)
+        return run_summary(self.run_dir, c, c.seconds, result, path, curve, self.location)
 
     def close(self) -> None:
         self.venv.close()
         self.eval_venv.close()
         self.logger.close()
-
-
-def run_summary(
-    run_dir: Path,
-    c: Counters,
-    seconds: float,
-    result: dict[str, Any],
-    checkpoint: Path,
-    curve: Path,
-    location: str | None = None,
-) -> dict[str, Any]:
-    """What ``train`` returns (and the CLI prints): counters, evaluations, where outputs are.
-
-    ``run_dir`` is ``location`` (the run directory as given: a path or a URI) and
-    ``local_dir`` the local directory the files below are in (a URI run's staging directory).
-    """
-    videos = run_dir / "videos"
-    best = c.best_eval_return is not None
-    return {
-        "run_dir": location or str(run_dir),
-        "local_dir": str(run_dir),
-        "env_steps": c.env_steps,
-        "updates": c.updates,
-        "episodes": c.episodes,
-        "seconds": seconds,
-        "eval_return": result.get("eval/return", c.last_eval_return),
-        "best_eval_return": c.best_eval_return,
-        "best_eval_step": c.best_eval_step,
-        "best_checkpoint": str(run_dir / "checkpoints" / "best") if best else None,
-        "eval_returns": result.get("returns"),
-        "checkpoint": str(checkpoint),
-        "curve": str(curve),
-        "videos": str(videos) if videos.is_dir() else None,
-    }
 
 
 def train(
@@ -346,8 +235,10 @@ def train(
     """
     local, storage = resolve_run_dir(run_dir)
     if storage is not None:
-        replay = "replay" if config.replay.persist else None
-        storage.prepare(local, resume=resume, replay=replay)
+        storage.prepare(local, resume=resume)
+        if config.replay.persist:
+            for i in range(config.resources.replay_shards):
+                storage.download_chunks(shard_relpath(i), shard_directory(local, i))
     if resume:
         config = resolve_resume(config, local, allow_config_change)
     trainer = Trainer(config, local, resume=resume, storage=storage)

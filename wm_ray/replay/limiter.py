@@ -27,11 +27,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wm_ray.config_io import ConfigError
+
 if TYPE_CHECKING:
     from wm_ray.config import ReplayConfig
 
 
-class ToleranceError(ValueError):
+class ToleranceError(ConfigError):
     """A set ``replay.tolerance`` under which inserting and sampling could stall each other."""
 
 

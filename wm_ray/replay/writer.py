@@ -39,6 +39,7 @@ class StreamWriter:
         self.sink = sink
         self.num_envs = int(num_envs)
         self.chunk_len = int(chunk_len)
+        self.prefix = prefix
         self.streams = [f"{prefix}-{i}" for i in range(num_envs)]
         self.next_index = [0] * num_envs
         self.steps_added = 0

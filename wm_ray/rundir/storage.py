@@ -38,13 +38,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from wm_ray.config import Config
-from wm_ray.config_io import ConfigError, from_dict, load_config
+from wm_ray.config_io import ConfigError, diff, from_dict, load_config
 from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.chunks import ChunkMirror
 from wm_ray.rundir.paths import is_uri, staging_dir
 
 logger = logging.getLogger(__name__)
 
+RESUMABLE_KEYS = {"run.steps", "run.run_dir", "logging.progress", "resources.address"}
+"""Keys a ``--resume`` may change without ``--allow-config-change``."""
 MIRRORED_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "curve.png")
 """Run files copied to the remote at every sync (whole files, when they changed)."""
 MIRRORED_TREES = ("tb", "videos")
@@ -97,6 +99,21 @@ def open_checkpoint(
         raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to {purpose}")
     ckpt.verify_checkpoint(path)
     return (local, storage), config, path
+
+
+def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Config:
+    """The config to resume with: the saved one, unless the request changes it and that's allowed.
+
+    ``run.steps`` (to train longer) and output-only keys may always change.
+    """
+    saved = load_config(run_dir)
+    changed = {k: v for k, v in diff(saved, requested).items() if k not in RESUMABLE_KEYS}
+    if changed and not allow_change:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise ConfigError(
+            f"--resume with a changed config ({shown}); pass --allow-config-change to accept it"
+        )
+    return requested
 
 
 def _meta_step(meta: bytes) -> int:

@@ -3,9 +3,11 @@
 When a default process group with more than one rank exists,
 :class:`~wm_ray.models.common.Optimizer` averages its gradients over the group
 (:func:`average_gradients`) before clipping and stepping, so every rank applies the same update
-to the same weights. Everything else a rank computes (losses, normalizer statistics, metrics)
-comes from its own share of the batch. Without a group every function here is a no-op, so
-single-process training never pays for it.
+to the same weights. Statistics of the whole batch (the return normalizer's percentiles) are
+taken over every rank's share with :func:`all_gather_cat`, so L learners compute what one
+learner would on the global batch; losses and metrics come from a rank's own share (their
+gradients are averaged). Without a group every function here is a no-op, so single-process
+training never pays for it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,19 @@ def broadcast_floats(values: list[float], agent: Any, src: int = 0) -> list[floa
     tensor = torch.tensor(values, dtype=torch.float64, device=agent_device(agent))
     torch.distributed.broadcast(tensor, src=src)
     return [float(v) for v in tensor.cpu().tolist()]
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order (itself without a group).
+
+    Every rank must pass a tensor of the same shape (each learner samples ``B / L`` sequences).
+    """
+    size = world_size()
+    if size == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(size)]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, 0)
 
 
 def average_gradients(params: list[nn.Parameter]) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wm_ray.models.common.distributed import all_gather_cat
+
 
 def lambda_returns(
     reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor, gamma: float, lam: float
@@ -86,8 +88,12 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> None:
-        """Fold the percentiles of ``returns`` (any shape, e.g. ``(B, H)``) into the EMAs."""
-        x = returns.detach().float().flatten()
+        """Fold the percentiles of ``returns`` (any shape, e.g. ``(B, H)``) into the EMAs.
+
+        Under a ``torch.distributed`` group the percentiles are those of every rank's returns
+        together (the global batch), so every rank keeps the same scale as one learner would.
+        """
+        x = all_gather_cat(returns.detach().float().flatten())
         q = torch.quantile(x, torch.tensor(self.quantiles, device=x.device))
         self.low.mul_(self.decay).add_((1.0 - self.decay) * q[0])
         self.high.mul_(self.decay).add_((1.0 - self.decay) * q[1])
