@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median, write_result
+from wm_ray.config import Config
 from wm_ray.config_io import build_config
 from wm_ray.factory import create_model
 
@@ -160,10 +161,19 @@ def iris_batch(b: int, t: int, actions: int, rng: np.random.Generator) -> dict[s
     }
 
 
-def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
-    presets = ["iris", "atari"] + (["iris_debug"] if size == "debug" else [])
+def iris_config(size: str, device: str) -> Config:
+    """IRIS at ``size`` (``debug`` or ``paper``) with all three parts training from update 0.
+
+    The env preset comes first: ``atari`` sets ``replay.seq_len`` 64 (Dreamer's T), and the
+    family preset after it sets IRIS's own 20 (``wm-ray show-config`` shows who set what).
+    """
+    presets = ["atari", "iris"] + (["iris_debug"] if size == "debug" else [])
     starts = [f"iris.start.{part}=0" for part in ("tokenizer", "world_model", "actor_critic")]
-    config = build_config(presets, [f"run.device={device}", *starts])
+    return build_config(presets, [f"run.device={device}", *starts])
+
+
+def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
+    config = iris_config(size, device)
     b, t = config.replay.batch_size, config.replay.seq_len
     obs_space, act_space = spaces("image")
     agent = create_model("iris", obs_space, act_space, config)

@@ -75,9 +75,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show_config(args: argparse.Namespace) -> int:
-    from wm_ray.config_io import to_yaml
+    from wm_ray.config_io import annotate_yaml, config_sources, to_yaml
 
-    print(to_yaml(_build(args)), end="")
+    config = _build(args)
+    if args.plain:
+        print(to_yaml(config), end="")
+        return 0
+    sources = config_sources(args.configs, args.overrides, args.env)
+    print(annotate_yaml(to_yaml(config), sources), end="")
     return 0
 
 
@@ -90,8 +95,8 @@ def _where(summary: dict[str, object], name: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from wm_ray.config_io import ConfigError, build_config
+    from wm_ray.rundir.open import load_run_config
     from wm_ray.rundir.paths import run_location
-    from wm_ray.rundir.storage import load_run_config
 
     if args.resume:
         if not args.run_dir:
@@ -232,8 +237,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="envs: only this backend")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show-config", help="print the resolved config as YAML")
+    p = sub.add_parser(
+        "show-config",
+        help="print the resolved config as YAML, each value set by a preset or override "
+        "commented with its source",
+    )
     _config_args(p)
+    p.add_argument("--plain", action="store_true", help="no source comments")
     p.set_defaults(func=cmd_show_config)
 
     p = sub.add_parser("train", help="train a world-model agent on the Ray runtime")

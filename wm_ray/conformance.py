@@ -97,7 +97,7 @@ def combinations(spec: ModelSpec) -> list[tuple[tuple[str, ...], str]]:
     return [(kinds, action) for kinds in obs for action in caps.actions]
 
 
-def test_config(spec: ModelSpec, *extra: str) -> Config:
+def family_config(spec: ModelSpec, *extra: str) -> Config:
     """The family at test size: its ``test_config`` presets and ``key=value`` overrides."""
     presets = [item for item in spec.test_config if "=" not in item]
     overrides = [item for item in spec.test_config if "=" in item]
@@ -182,7 +182,7 @@ def check_family(
     """Every check of the module docstring for one combination of kinds the family claims."""
     check_files(spec, agent_cls)
     obs_space, act_space = spaces(obs_kinds, action)
-    config = test_config(spec)
+    config = family_config(spec)
     learner = _build(spec, obs_space, act_space, config, False, agent_cls)
     actor = _build(spec, obs_space, act_space, config, True, agent_cls)
     _check_acting(spec, learner, obs_space, act_space)
@@ -347,7 +347,7 @@ def _check_report(spec: ModelSpec, agent: Any, batch: dict[str, Any], obs_space:
 def check_refusals(spec: ModelSpec) -> None:
     """Every unclaimed observation kind, action kind and ``run`` option is refused clearly."""
     caps = spec.capabilities
-    config = test_config(spec)
+    config = family_config(spec)
     obs_kind = caps.observations[0]
     cases: list[tuple[str, Any, Any, Config]] = []
     for kind in registry.OBSERVATION_KINDS:
@@ -362,7 +362,7 @@ def check_refusals(spec: ModelSpec) -> None:
     for option in registry.RUN_OPTIONS:
         if option not in caps.run_options:
             obs, act = spaces((obs_kind,), caps.actions[0])
-            cfg = test_config(spec, f"run.{option}={values[option]}")
+            cfg = family_config(spec, f"run.{option}={values[option]}")
             cases.append((f"run.{option}", obs, act, cfg))
     for what, obs, act, cfg in cases:
         try:
@@ -383,7 +383,7 @@ __all__ = [
     "check_files",
     "check_refusals",
     "combinations",
+    "family_config",
     "same",
     "spaces",
-    "test_config",
 ]

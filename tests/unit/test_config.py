@@ -102,3 +102,26 @@ def test_every_field_is_typed_and_reachable_by_a_dotted_key() -> None:
         cls = typing.get_type_hints(Config)[section.name]
         for f in dataclasses.fields(cls):
             assert f"{section.name}.{f.name}" in keys
+
+
+def test_show_config_names_the_preset_that_set_each_value(capsys) -> None:  # type: ignore[no-untyped-def]
+    from wm_ray.cli import main
+
+    assert main(["show-config", "--configs", "iris", "atari", "--set", "iris.ac.horizon=7"]) == 0
+    lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()}
+    assert lines["seq_len"].endswith("# atari, over iris"), lines["seq_len"]
+    assert lines["batch_size"].endswith("# iris")
+    assert lines["horizon"].endswith("# --set iris.ac.horizon=7")
+    assert "#" not in lines["capacity"], "a default value has no source"
+
+
+def test_the_learner_benchmark_times_iris_at_its_own_sequence_length() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.learner_bench import iris_config
+
+    paper = iris_config("paper", "cpu")
+    assert (paper.replay.batch_size, paper.replay.seq_len) == (64, 20)
+    assert iris_config("debug", "cpu").replay.seq_len == 8

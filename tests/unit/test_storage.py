@@ -1,4 +1,4 @@
-"""Run directories on a filesystem URI (:mod:`wm_ray.rundir.storage`).
+"""Run directories on a filesystem URI (:mod:`wm_ray.rundir.sync`).
 
 The "remote" is a real directory reached through a ``file://`` URI (pyarrow's LocalFileSystem),
 so every byte really goes through pyarrow; no object store is reachable from the test machines.
@@ -22,8 +22,9 @@ from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl
 from wm_ray.replay import Replay
 from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.open import load_run_config, resolve_run_dir
 from wm_ray.rundir.paths import is_uri, staging_dir
-from wm_ray.rundir.storage import RunStorage, load_run_config, resolve_run_dir
+from wm_ray.rundir.sync import RunStorage
 
 
 class RecordingStorage(RunStorage):

@@ -22,7 +22,7 @@ The coordinator lives in the driver process (``wm-ray train``, or the entrypoint
   coordinator's process writes the run directory. The eval workers then evaluate exactly the
   checkpointed weights while training goes on; a new best mean return tags that checkpoint
   ``checkpoints/best``.
-- **Storage.** A run directory given as a filesystem URI (:mod:`wm_ray.rundir.storage`) is
+- **Storage.** A run directory given as a filesystem URI (:mod:`wm_ray.rundir.sync`) is
   worked on in the coordinator's local staging directory and synced at the start, at every
   checkpoint and at the end; with ``replay.persist`` every shard keeps its chunk files in its
   own node's staging directory and uploads them when asked
@@ -57,8 +57,8 @@ from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import MetricsLogger, read_jsonl
 from wm_ray.registry import check_supported, get_model_spec
 from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.open import resolve_run_dir
 from wm_ray.rundir.paths import migrate_flat_replay
-from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from wm_ray.config import Config
 from wm_ray.loops.schedule import RunCounters
 from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.paths import STAGING_ENV, shard_directory
-from wm_ray.rundir.storage import RunStorage
+from wm_ray.rundir.sync import RunStorage
 
 logger = logging.getLogger(__name__)
 

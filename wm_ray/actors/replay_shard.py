@@ -6,7 +6,7 @@ on disk before the call returns, so a shard actor started again on the same dire
 exactly the acknowledged steps (ARCHITECTURE.md invariant 4). A Ray actor runs one call at a
 time by default, which is what the (not thread-safe) ``Replay`` needs.
 
-When the run directory is a filesystem URI (:mod:`wm_ray.rundir.storage`) a shard is given the URI
+When the run directory is a filesystem URI (:mod:`wm_ray.rundir.sync`) a shard is given the URI
 instead of a directory: it keeps its chunk files in its own node's staging directory
 (``<staging dir of the URI>/replay/shard-<i>``), downloads the remote's chunk files that
 directory lacks before reloading (a shard started on a fresh node), and uploads its new chunk
@@ -27,7 +27,7 @@ from wm_ray.actors.naming import actor_name
 from wm_ray.config import Config
 from wm_ray.replay import Replay
 from wm_ray.rundir.paths import shard_directory, shard_relpath, staging_dir
-from wm_ray.rundir.storage import RunStorage
+from wm_ray.rundir.sync import RunStorage
 
 
 def _worker_of(stream: str) -> str:

@@ -21,8 +21,8 @@ import ray
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.actors.placement import local_cpus
 from wm_ray.config import Config
+from wm_ray.rundir.open import resolve_resume, resolve_run_dir
 from wm_ray.rundir.paths import run_name
-from wm_ray.rundir.storage import resolve_resume, resolve_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def train(
     """Train on the Ray runtime; returns the same summary as the single-process loop.
 
     Args:
-        run_dir: the run directory: a path, or a filesystem URI (:mod:`wm_ray.rundir.storage`).
+        run_dir: the run directory: a path, or a filesystem URI (:mod:`wm_ray.rundir.sync`).
         prefix: actor-name prefix; None picks ``""`` for an embedded cluster and
             ``"<run name>."`` on a shared one.
     """

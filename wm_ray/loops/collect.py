@@ -4,7 +4,7 @@ The smallest end-to-end path through the rooms: config -> vector env -> agent po
 (chunks persisted in the run dir's ``replay/shard-0``, the layout of training runs) -> metrics.
 Training loops build on the same pieces. A run
 directory given as a URI is worked on in a local staging directory
-(:mod:`wm_ray.rundir.storage`) and uploaded at the end: config, metrics, summary and the replay
+(:mod:`wm_ray.rundir.sync`) and uploaded at the end: config, metrics, summary and the replay
 chunk files.
 """
 
@@ -27,8 +27,8 @@ from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.metrics import JsonlSink, Progress
 from wm_ray.replay import Replay, StreamWriter
+from wm_ray.rundir.open import resolve_run_dir
 from wm_ray.rundir.paths import shard_directory, shard_relpath
-from wm_ray.rundir.storage import resolve_run_dir
 
 logger = logging.getLogger(__name__)
 

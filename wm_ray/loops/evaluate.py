@@ -55,13 +55,13 @@ def evaluate_run(
     """Load a run's config and a checkpoint (``latest``, ``best`` or a path) and evaluate it.
 
     ``run_dir`` is a path or a filesystem URI; a URI run's checkpoint is restored into its
-    staging directory first (:meth:`wm_ray.rundir.storage.RunStorage.restore`) and a video is
+    staging directory first (:meth:`wm_ray.rundir.sync.RunStorage.restore`) and a video is
     uploaded to its ``videos/``.
     """
     from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
-    from wm_ray.rundir.storage import open_checkpoint
+    from wm_ray.rundir.open import open_checkpoint
 
     (local, storage), config, path = open_checkpoint(run_dir, which, "evaluate")
     venv = make_vector_env(

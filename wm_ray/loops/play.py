@@ -107,19 +107,22 @@ def play_run(
     from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
-    from wm_ray.rundir.storage import open_checkpoint
+    from wm_ray.registry import get_model_spec, list_models
+    from wm_ray.rundir.open import open_checkpoint
 
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
     (local, storage), config, path = open_checkpoint(run_dir, which, "play")
     venv = make_vector_env(config.env, seed=config.run.seed + 3 * 10**6, num_envs=1)
     try:
-        agent: Any = create_model(config.run.model, venv.obs_space, venv.act_space, config)
-        if not (hasattr(agent, "dream_reset") and hasattr(agent, "dream_step")):
+        spec = get_model_spec(config.run.model)
+        if not spec.capabilities.steppable:
+            can = [n for n in list_models() if get_model_spec(n).capabilities.steppable]
             raise ValueError(
-                f"model {config.run.model!r} cannot be played: it has no dream_reset / "
-                "dream_step (models that can: iris)"
+                f"model {spec.name!r} cannot be played: its world model is not steppable "
+                f"(models that can: {', '.join(can)})"
             )
+        agent: Any = create_model(config.run.model, venv.obs_space, venv.act_space, config)
         agent.load(path / "agent")
         num_actions = int(venv.act_space.n)  # type: ignore[attr-defined]
         source: Iterator[int] | None = None

@@ -8,7 +8,7 @@ both loops share (:mod:`wm_ray.loops.schedule`). The replay is kept in
 ``resources.replay_shards`` shards (``<run_dir>/replay/shard-<i>``, one by default) exactly as
 the Ray runtime keeps it, and checkpoints record the same run state, so ``--resume`` continues a
 run of either loop with every counter intact. A run directory given as a URI (``s3://bucket/run``,
-:mod:`wm_ray.rundir.storage`) is worked on in a local staging directory and synced to the remote
+:mod:`wm_ray.rundir.sync`) is worked on in a local staging directory and synced to the remote
 at the start, at every checkpoint and at the end.
 """
 
@@ -32,8 +32,9 @@ from wm_ray.metrics import MetricsLogger, read_jsonl
 from wm_ray.replay import StreamWriter
 from wm_ray.replay.sharding import SPLIT_SEED_OFFSET, ShardedReplay
 from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.open import resolve_resume, resolve_run_dir
 from wm_ray.rundir.paths import migrate_flat_replay, shard_directory, shard_relpath
-from wm_ray.rundir.storage import RunStorage, resolve_resume, resolve_run_dir
+from wm_ray.rundir.sync import RunStorage
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config.run.model`` to ``config.run.steps`` env steps; returns a summary.
 
-    ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.rundir.storage.resolve_run_dir`).
+    ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.rundir.open.resolve_run_dir`).
     """
     local, storage = resolve_run_dir(run_dir)
     if storage is not None:

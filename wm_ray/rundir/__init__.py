@@ -5,10 +5,12 @@
   for the single-process loop and the Ray runtime).
 - ``remote``: the file layer of a pyarrow filesystem (``s3://``, ``gs://``, ``file://`` ...).
 - ``chunks``: mirroring replay chunk files to a remote.
-- ``storage``: ``RunStorage`` (a run on a URI: uploads, restores), ``resolve_run_dir``,
-  ``open_checkpoint``.
+- ``sync``: ``RunStorage``, a run on a URI kept in sync with its staging directory (uploads,
+  verified restores).
+- ``open``: opening runs by path or URI: ``resolve_run_dir``, ``load_run_config``,
+  ``open_checkpoint``, ``resolve_resume``.
 
-No Ray here; ``storage``, ``remote`` and ``chunks`` import pyarrow when they are imported.
+No Ray here; ``open``, ``sync``, ``remote`` and ``chunks`` import pyarrow.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ is written under a temporary name and renamed into place, and ``latest`` (a one-
 replaced atomically afterwards, so a crash at any point leaves the previous checkpoint intact.
 Loading verifies every checksum: a truncated or altered file is refused with a message naming it.
 For a run directory on a filesystem URI these local checkpoints are uploaded by
-:mod:`wm_ray.rundir.storage` (``meta.json`` last, then ``latest``) and restored from it.
+:mod:`wm_ray.rundir.sync` (``meta.json`` last, then ``latest``) and restored from it.
 
 The run state (``state.json``) is one format for both loops (:func:`run_state`): the run's
 counters, the learner's counters, and per replay shard its state and manifest. The

@@ -2,7 +2,7 @@
 ``file://``.
 
 :class:`RemoteDir` is the file layer of a run directory given as a URI (``RunStorage`` in
-:mod:`wm_ray.rundir.storage` adds the run's layout: checkpoints, mirrored files, replay chunks):
+:mod:`wm_ray.rundir.sync` adds the run's layout: checkpoints, mirrored files, replay chunks):
 single-file upload and download under temporary names, deletes, listings, and the record of what
 this process last uploaded, so unchanged files are not sent again.
 """
