@@ -65,6 +65,11 @@ STEPS: tuple[Step, ...] = (
         "Ray runtime costs: env-worker overhead, worker scaling, weight latency, prefetch",
     ),
     Step(
+        "worker_memory",
+        ("benchmarks/worker_memory_bench.py",),
+        "env worker memory: the acting-only agent vs the whole learner",
+    ),
+    Step(
         "iris",
         ("benchmarks/iris_bench.py",),
         "IRIS imagination speed: KV-cached token sampling vs recomputing the context",

@@ -212,6 +212,23 @@ def profile_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def memory_rows(data: dict[str, Any]) -> list[Row]:
+    rows = []
+    for row in data["results"]:
+        full, acting = row["full_agent_share_mib"], row["acting_agent_share_mib"]
+        rows.append(
+            (
+                f"env worker memory, {row['model']} ({', '.join(row['presets']) or 'defaults'}), "
+                f"{row['env']}: acting-only agent (full learner before)",
+                f"+{acting:,.0f} MiB ({row['acting_tensor_mib']:,.1f} MiB tensors)",
+                f"full learner: +{full:,.0f} MiB ({row['full_tensor_mib']:,.1f} MiB tensors); "
+                f"env only {row['baseline_env_only_rss_mib']:,.0f} MiB",
+                f"{full / max(acting, 1e-9):.1f}x less",
+            )
+        )
+    return rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("learner.json", "Learner", learner_rows),
     ("learner_iris.json", "Learner", learner_rows),
@@ -222,6 +239,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("replay.json", "Replay", replay_rows),
     ("runtime.json", "Runtime", lambda d: runtime_rows(d, "CartPole-v1")),
     ("runtime_pong_random.json", "Runtime", lambda d: runtime_rows(d, "ALE Pong")),
+    ("worker_memory.json", "Runtime", memory_rows),
 ]
 
 
