@@ -264,7 +264,8 @@ def config_sources(
 def annotate_yaml(text: str, sources: Mapping[str, list[str]]) -> str:
     """``to_yaml`` output with a ``# <source>`` comment on every line a preset or override set
     (``# iris_debug, over iris`` when several did; the last one named set the value)."""
-    out, stack = [], []
+    out: list[str] = []
+    stack: list[str] = []
     for line in text.splitlines():
         stripped = line.lstrip(" ")
         indent = (len(line) - len(stripped)) // 2

@@ -287,3 +287,15 @@ def test_twohot_log_prob_gathers_the_same_value_as_the_dense_target() -> None:
     target[0, 0] = 1e9  # beyond the last bin
     dense = (twohot_encode(target, bins) * torch.log_softmax(logits, -1)).sum(-1)
     torch.testing.assert_close(TwoHotDist(logits, bins).log_prob(target), dense)
+
+
+def test_learning_rate_warms_up_then_decays_linearly_to_its_floor() -> None:
+    net = torch.nn.Linear(2, 1)
+    opt = Optimizer(net.parameters(), lr=1.0, warmup=2, anneal=4, anneal_to=0.2)
+    rates = []
+    for _ in range(8):
+        rates.append(opt.current_lr())
+        opt.step(net(torch.ones(1, 2)).sum())
+    assert rates == pytest.approx([0.5, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
+    with pytest.raises(ValueError, match="anneal_to must be in"):
+        Optimizer(net.parameters(), lr=1.0, anneal=4, anneal_to=0.0)

@@ -106,6 +106,8 @@ class DreamerAgent(AgentBase):
             eps=opt.model_eps,
             clip=opt.model_clip,
             warmup=opt.warmup,
+            anneal=opt.anneal,
+            anneal_to=opt.anneal_to,
         )
         self.actor_opt = Optimizer(
             self.actor.parameters(),
@@ -113,6 +115,8 @@ class DreamerAgent(AgentBase):
             eps=opt.actor_eps,
             clip=opt.actor_clip,
             warmup=opt.warmup,
+            anneal=opt.anneal,
+            anneal_to=opt.anneal_to,
         )
         self.critic_opt = Optimizer(
             self.critic.parameters(),
@@ -120,6 +124,8 @@ class DreamerAgent(AgentBase):
             eps=opt.critic_eps,
             clip=opt.critic_clip,
             warmup=opt.warmup,
+            anneal=opt.anneal,
+            anneal_to=opt.anneal_to,
         )
 
     def _autocast(self) -> torch.autocast:

@@ -115,6 +115,11 @@ class OptimConfig:
     """Critic gradient-norm clip."""
     warmup: int = 0
     """Linear learning-rate warmup steps of all three optimizers (0: none)."""
+    anneal: int = 0
+    """Updates of linear learning-rate decay after the warmup, to ``anneal_to`` times the rates,
+    for all three optimizers (0: constant rates, as in DreamerV3)."""
+    anneal_to: float = 0.1
+    """Fraction of the learning rates the decay ends at (and keeps afterwards)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,13 @@ def check_config(config: DreamerConfig) -> None:
         "opt.critic_lr": opt.critic_lr,
     }
     bad = [f"dreamer.{key}={value} (must be > 0)" for key, value in positive.items() if value <= 0]
-    nonneg = {"layers": config.layers, "loss.free_bits": loss.free_bits, "ac.entropy": ac.entropy}
+    nonneg = {
+        "layers": config.layers,
+        "loss.free_bits": loss.free_bits,
+        "ac.entropy": ac.entropy,
+        "opt.warmup": opt.warmup,
+        "opt.anneal": opt.anneal,
+    }
     bad += [f"dreamer.{k}={v} (must be >= 0)" for k, v in nonneg.items() if v < 0]
     unit = {
         "rssm.unimix": rssm.unimix,
@@ -188,6 +199,8 @@ def check_config(config: DreamerConfig) -> None:
         "ac.slow_critic_fraction": ac.slow_critic_fraction,
     }
     bad += [f"dreamer.{k}={v} (must be in [0, 1])" for k, v in closed.items() if not 0 <= v <= 1]
+    if not 0 < opt.anneal_to <= 1:
+        bad.append(f"dreamer.opt.anneal_to={opt.anneal_to} (must be in (0, 1])")
     if config.bins < 2:
         bad.append(f"dreamer.bins={config.bins} (must be >= 2)")
     if not 0 < ac.actor_min_std <= ac.actor_max_std:
