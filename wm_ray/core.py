@@ -30,7 +30,13 @@ class Saveable(Protocol):
 
 @runtime_checkable
 class Agent(Saveable, Protocol):
-    """A world-model agent. All state that changes per step is passed in and out explicitly."""
+    """A world-model agent. All state that changes per step is passed in and out explicitly.
+
+    Built as ``Agent(obs_space, act_space, config, acting=False)`` by
+    ``wm_ray.factory.create_model``; ``acting=True`` builds only what acting needs (the modules
+    of :meth:`acting_weights`), and ``train`` then refuses. Every registered family implements
+    this protocol and passes the conformance suite (``wm_ray.conformance``).
+    """
 
     def init_policy(self, batch_size: int) -> Carry:
         """The recurrent state of ``batch_size`` fresh acting streams."""
@@ -62,6 +68,12 @@ class Agent(Saveable, Protocol):
         ...
 
     def load_acting_weights(self, weights: Weights) -> None: ...
+
+    def random_state(self) -> Any:
+        """The state of the agent's sampling generator (saved with checkpoints)."""
+        ...
+
+    def set_random_state(self, state: Any) -> None: ...
 
 
 @runtime_checkable

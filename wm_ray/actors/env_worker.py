@@ -25,7 +25,7 @@ import torch
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from wm_ray.actors.naming import actor_name, resolve
+from wm_ray.actors.naming import actor_name, actor_options, resolve
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
@@ -197,9 +197,7 @@ def remote_env_worker(config: Config, index: int, prefix: str = "", **options: A
         prefix: actor-name prefix, e.g. a run id.
         **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
     """
-    defaults: dict[str, Any] = {
-        "num_cpus": config.resources.cpus_per_env_worker,
-        "name": actor_name(prefix, "env-worker", index),
-        "namespace": config.resources.namespace,
-    }
+    defaults = actor_options(
+        config, "env-worker", index, prefix, num_cpus=config.resources.cpus_per_env_worker
+    )
     return ray.remote(EnvWorker).options(**{**defaults, **options})

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 import torch
 
-from wm_ray.actors.naming import actor_name
+from wm_ray.actors.naming import actor_options
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.evaluate import evaluate
@@ -60,9 +60,7 @@ class EvalWorker:
 
 def remote_eval_worker(config: Config, index: int, prefix: str = "", **options: Any) -> Any:
     """The Ray actor class of :class:`EvalWorker` (name ``f"{prefix}eval-worker-{index}"``)."""
-    defaults: dict[str, Any] = {
-        "num_cpus": config.resources.cpus_per_eval_worker,
-        "name": actor_name(prefix, "eval-worker", index),
-        "namespace": config.resources.namespace,
-    }
+    defaults = actor_options(
+        config, "eval-worker", index, prefix, num_cpus=config.resources.cpus_per_eval_worker
+    )
     return ray.remote(EvalWorker).options(**{**defaults, **options})

@@ -45,7 +45,7 @@ import torch
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
-from wm_ray.actors.naming import actor_name, resolve
+from wm_ray.actors.naming import actor_name, actor_options, resolve
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.schedule import run_pacer
@@ -372,10 +372,13 @@ def remote_learner(config: Config, prefix: str = "", rank: int = 0, **options: A
         rank: the learner's rank (names the actor).
         **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
     """
-    defaults: dict[str, Any] = {
-        "num_cpus": config.resources.cpus_per_learner,
-        "num_gpus": config.resources.gpus_per_learner,
-        "name": actor_name(prefix, "learner", rank),
-        "namespace": config.resources.namespace,
-    }
+    res = config.resources
+    defaults = actor_options(
+        config,
+        "learner",
+        rank,
+        prefix,
+        num_cpus=res.cpus_per_learner,
+        num_gpus=res.gpus_per_learner,
+    )
     return ray.remote(Learner).options(**{**defaults, **options})

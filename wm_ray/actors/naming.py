@@ -1,17 +1,27 @@
-"""Actor names and re-resolving a named actor after the coordinator restarted it.
+"""Actor names and options, and re-resolving a named actor after the coordinator restarted it.
 
 Every actor of a run is named ``f"{prefix}{kind}-{index}"`` in the run's namespace (for example
 ``replay-shard-0`` for the embedded default, ``myrun.replay-shard-0`` on a shared cluster). A
 restarted actor gets the same name, so a holder of a stale handle finds the new one by name.
+
+**Threads that wait politely.** Every actor runs with ``OMP_WAIT_POLICY=PASSIVE`` (unless the
+environment sets it): torch's OpenMP threads then sleep at the end of a parallel region instead
+of spinning. A run's learner, env workers and eval workers share a machine's cores with each
+other and with whatever else runs there; with spinning threads one busy process elsewhere on a
+2-core machine made a 300-step run take 11.2 minutes instead of 66 seconds (README, "The Ray
+runtime").
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
+
+from wm_ray.config import Config
 
 RESOLVE_TIMEOUT_S = 300.0
 """How long a caller waits for a dead actor's replacement to appear before giving up."""
@@ -20,6 +30,25 @@ RESOLVE_TIMEOUT_S = 300.0
 def actor_name(prefix: str, kind: str, index: int | None = None) -> str:
     """``f"{prefix}{kind}-{index}"`` (or ``f"{prefix}{kind}"`` without an index)."""
     return f"{prefix}{kind}" if index is None else f"{prefix}{kind}-{index}"
+
+
+THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Environment of every actor process (a value already set in this process's environment
+wins)."""
+
+
+def actor_options(
+    config: Config, kind: str, index: int | None, prefix: str, **resources: Any
+) -> dict[str, Any]:
+    """The Ray options of one actor: its name, the run's namespace, the thread environment
+    (:data:`THREAD_ENV`) and ``resources`` (``num_cpus``, ``num_gpus``)."""
+    env = {key: os.environ.get(key, value) for key, value in THREAD_ENV.items()}
+    return {
+        "name": actor_name(prefix, kind, index),
+        "namespace": config.resources.namespace,
+        "runtime_env": {"env_vars": env},
+        **resources,
+    }
 
 
 def resolve(name: str, namespace: str, timeout_s: float = RESOLVE_TIMEOUT_S) -> Any:

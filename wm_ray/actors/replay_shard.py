@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from wm_ray.actors.naming import actor_name
+from wm_ray.actors.naming import actor_options
 from wm_ray.config import Config
 from wm_ray.replay import Replay
 from wm_ray.rundir.paths import shard_directory, shard_relpath, staging_dir
@@ -149,9 +149,7 @@ def remote_replay_shard(config: Config, index: int, prefix: str = "", **options:
         prefix: actor-name prefix, e.g. a run id, so that runs sharing a cluster do not clash.
         **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
     """
-    defaults: dict[str, Any] = {
-        "num_cpus": config.resources.cpus_per_shard,
-        "name": actor_name(prefix, "replay-shard", index),
-        "namespace": config.resources.namespace,
-    }
+    defaults = actor_options(
+        config, "replay-shard", index, prefix, num_cpus=config.resources.cpus_per_shard
+    )
     return ray.remote(ReplayShard).options(**{**defaults, **options})

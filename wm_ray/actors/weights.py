@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from wm_ray.actors.naming import actor_options
 from wm_ray.config import Config
 
 
@@ -64,9 +65,5 @@ def remote_weight_store(config: Config, prefix: str = "", **options: Any) -> Any
         prefix: actor-name prefix (the name is ``f"{prefix}weight-store"``).
         **options: further ``ray.actor.ActorClass.options`` (they override the defaults).
     """
-    defaults: dict[str, Any] = {
-        "num_cpus": 0,
-        "name": f"{prefix}weight-store",
-        "namespace": config.resources.namespace,
-    }
+    defaults = actor_options(config, "weight-store", None, prefix, num_cpus=0)
     return ray.remote(WeightStore).options(**{**defaults, **options})

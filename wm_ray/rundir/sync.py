@@ -58,15 +58,8 @@ def _meta_step(meta: bytes) -> int:
 
 
 class RunStorage(ChunkMirror):
-    """A run directory on a pyarrow filesystem (see the module docstring).
-
-    Args:
-        uri: ``scheme://...`` of the run directory.
-
-    Raises:
-        ConfigError: when pyarrow cannot open ``uri`` (unknown scheme, a relative ``file://``,
-            a filesystem this pyarrow build lacks, unreachable credentials or region).
-    """
+    """A run directory on a pyarrow filesystem (see the module docstring); opened, and refused
+    with a clear error, as a :class:`~wm_ray.rundir.remote.RemoteDir`."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
