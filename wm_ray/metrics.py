@@ -149,6 +149,7 @@ class Progress:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+        self.enabled = False
 
 
 class TensorBoardSink:
