@@ -297,5 +297,11 @@ def test_learning_rate_warms_up_then_decays_linearly_to_its_floor() -> None:
         rates.append(opt.current_lr())
         opt.step(net(torch.ones(1, 2)).sum())
     assert rates == pytest.approx([0.5, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2])
+    held = Optimizer(net.parameters(), lr=1.0, anneal=2, anneal_to=0.5, anneal_after=3)
+    rates = []
+    for _ in range(7):
+        rates.append(held.current_lr())
+        held.step(net(torch.ones(1, 2)).sum())
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.5])
     with pytest.raises(ValueError, match="anneal_to must be in"):
         Optimizer(net.parameters(), lr=1.0, anneal=4, anneal_to=0.0)

@@ -38,9 +38,10 @@ class Optimizer:
         no_decay: parameters (of ``params``) exempt from weight decay, e.g. norms and biases.
         betas: Adam moment decays.
         warmup: steps of linear learning-rate warmup (0 disables).
-        anneal: steps of linear learning-rate decay after the warmup, from ``lr`` to
-            ``anneal_to * lr``, which it keeps from then on (0: a constant rate).
+        anneal: steps of linear learning-rate decay, from ``lr`` to ``anneal_to * lr``, which
+            it keeps from then on (0: a constant rate).
         anneal_to: the fraction of ``lr`` the decay ends at.
+        anneal_after: steps at the full rate (after the warmup) before the decay begins.
         skip_nonfinite: skip the update (and count it) when the gradient norm is NaN or inf;
             this costs one device sync per step.
     """
@@ -59,22 +60,23 @@ class Optimizer:
         warmup: int = 0,
         anneal: int = 0,
         anneal_to: float = 0.1,
+        anneal_after: int = 0,
         skip_nonfinite: bool = True,
         no_decay: Iterable[nn.Parameter] = (),
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("Optimizer got no trainable parameters")
-        if lr <= 0 or eps <= 0 or clip < 0 or agc < 0 or warmup < 0 or anneal < 0:
+        if min(warmup, anneal, anneal_after) < 0 or lr <= 0 or eps <= 0 or clip < 0 or agc < 0:
             raise ValueError(
-                f"need lr > 0, eps > 0, clip >= 0, agc >= 0, warmup >= 0, anneal >= 0, got "
-                f"{lr=}, {eps=}, {clip=}, {agc=}, {warmup=}, {anneal=}"
+                f"need lr > 0, eps > 0, clip >= 0, agc >= 0 and warmup, anneal, anneal_after "
+                f">= 0, got {lr=}, {eps=}, {clip=}, {agc=}, {warmup=}, {anneal=}, {anneal_after=}"
             )
         if not 0 < anneal_to <= 1:
             raise ValueError(f"anneal_to must be in (0, 1], got {anneal_to}")
         self.lr, self.clip, self.agc, self.pmin = lr, clip, agc, pmin
         self.warmup, self.skip_nonfinite = warmup, skip_nonfinite
-        self.anneal, self.anneal_to = anneal, anneal_to
+        self.anneal, self.anneal_to, self.anneal_after = anneal, anneal_to, anneal_after
         exempt = {id(p) for p in no_decay}
         groups: list[dict[str, Any]] = [
             {"params": [p for p in self.params if id(p) not in exempt]},
@@ -86,10 +88,12 @@ class Optimizer:
         self.skipped = 0
 
     def current_lr(self) -> float:
-        """The learning rate the next step uses (warmup, then the optional linear decay)."""
+        """The learning rate the next step uses: warmup, the full rate for ``anneal_after``
+        steps, then the optional linear decay."""
         lr = self.lr * min(1.0, (self.steps + 1) / self.warmup) if self.warmup else self.lr
         if self.anneal:
-            done = min(1.0, max(0, self.steps - self.warmup) / self.anneal)
+            start = self.warmup + self.anneal_after
+            done = min(1.0, max(0, self.steps - start) / self.anneal)
             lr *= 1.0 - (1.0 - self.anneal_to) * done
         return lr
 

@@ -108,6 +108,7 @@ class DreamerAgent(AgentBase):
             warmup=opt.warmup,
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
+            anneal_after=opt.anneal_after,
         )
         self.actor_opt = Optimizer(
             self.actor.parameters(),
@@ -117,6 +118,7 @@ class DreamerAgent(AgentBase):
             warmup=opt.warmup,
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
+            anneal_after=opt.anneal_after,
         )
         self.critic_opt = Optimizer(
             self.critic.parameters(),
@@ -126,6 +128,7 @@ class DreamerAgent(AgentBase):
             warmup=opt.warmup,
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
+            anneal_after=opt.anneal_after,
         )
 
     def _autocast(self) -> torch.autocast:

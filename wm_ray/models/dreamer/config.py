@@ -116,10 +116,12 @@ class OptimConfig:
     warmup: int = 0
     """Linear learning-rate warmup steps of all three optimizers (0: none)."""
     anneal: int = 0
-    """Updates of linear learning-rate decay after the warmup, to ``anneal_to`` times the rates,
-    for all three optimizers (0: constant rates, as in DreamerV3)."""
+    """Updates of linear learning-rate decay of all three optimizers, to ``anneal_to`` times the
+    rates (0: constant rates, as in DreamerV3)."""
     anneal_to: float = 0.1
     """Fraction of the learning rates the decay ends at (and keeps afterwards)."""
+    anneal_after: int = 0
+    """Updates at the full rates (after the warmup) before the decay begins."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ def check_config(config: DreamerConfig) -> None:
         "ac.entropy": ac.entropy,
         "opt.warmup": opt.warmup,
         "opt.anneal": opt.anneal,
+        "opt.anneal_after": opt.anneal_after,
     }
     bad += [f"dreamer.{k}={v} (must be >= 0)" for k, v in nonneg.items() if v < 0]
     unit = {
