@@ -161,7 +161,7 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every: int = 5_000
+    every: int = 2_500
     """Env steps between evaluations; 0 disables periodic evaluation."""
     episodes: int = 10
     num_envs: int = 4

@@ -65,8 +65,8 @@ class ActorCriticConfig:
     actor_grad: Literal["auto", "reinforce", "dynamics"] = "dynamics"
     """Actor gradient; auto (DreamerV3): reinforce for discrete, dynamics backprop for continuous
     actions; dynamics: backprop through the model (straight-through for discrete actions)."""
-    entropy: float = 3e-4
-    """Actor entropy regularizer (on normalized returns)."""
+    entropy: float = 1e-3
+    """Actor entropy regularizer (on normalized returns; DreamerV3: 3e-4)."""
     actor_unimix: float = 0.01
     """Uniform mix of the discrete action distribution."""
     actor_min_std: float = 0.1
@@ -101,7 +101,7 @@ class OptimConfig:
     """World-model Adam epsilon."""
     model_clip: float = 1000.0
     """World-model gradient-norm clip."""
-    actor_lr: float = 2e-4
+    actor_lr: float = 1e-4
     """Actor learning rate (DreamerV3: 3e-5)."""
     actor_eps: float = 1e-5
     """Actor Adam epsilon."""
@@ -128,7 +128,7 @@ class OptimConfig:
 class DreamerConfig:
     """The ``dreamer`` section: sizes of the networks plus the nested sections above."""
 
-    units: int = 64
+    units: int = 128
     """Width of every MLP (vector encoder and decoder, reward, continue, actor, critic)."""
     layers: int = 1
     """Hidden layers of every MLP."""
@@ -140,8 +140,8 @@ class DreamerConfig:
     """Two-hot bins of the reward head and the critic."""
     report_context: int = 5
     """report(): posterior steps before the open-loop prediction starts."""
-    rssm: RSSMConfig = field(default_factory=RSSMConfig)
-    """The RSSM."""
+    rssm: RSSMConfig = field(default_factory=lambda: RSSMConfig(deter=128, hidden=128))
+    """The RSSM (GRU and layers around it 128 wide by default)."""
     loss: LossConfig = field(default_factory=LossConfig)
     """World-model loss scales."""
     ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
