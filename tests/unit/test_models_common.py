@@ -305,3 +305,26 @@ def test_learning_rate_warms_up_then_decays_linearly_to_its_floor() -> None:
     assert rates == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.5])
     with pytest.raises(ValueError, match="anneal_to must be in"):
         Optimizer(net.parameters(), lr=1.0, anneal=4, anneal_to=0.0)
+
+
+def test_read_only_batches_become_owned_tensors_without_a_warning() -> None:
+    """Batches that arrive zero-copy from Ray's object store are read-only numpy arrays."""
+    import warnings
+
+    import gymnasium as gym
+
+    from wm_ray.models.common.data import ActionSpec, batch_tensors, obs_shapes
+    from wm_ray.models.common.testing import fake_batch, vector_space
+
+    obs_space, act_space = vector_space(4), gym.spaces.Discrete(2)
+    batch = fake_batch(obs_space, act_space, 2, 5)
+    for array in batch.values():
+        array.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = batch_tensors(
+            batch, obs_shapes(obs_space), ActionSpec.of(act_space), torch.device("cpu")
+        )
+    vector = data.obs["vector"]
+    vector.add_(1.0)  # the tensor owns its memory: writing does not touch the caller's array
+    assert torch.allclose(vector - 1.0, torch.as_tensor(batch["vector"].copy()))

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from wm_ray.models.common import persist
+from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import resolve_device
 from wm_ray.models.common.optim import Optimizer
 
@@ -78,7 +79,7 @@ class AgentBase:
         missing = [k for k in ("is_first", *keys) if k not in obs]
         if missing:
             raise ValueError(f"obs needs {missing} (got keys {sorted(obs)})")
-        is_first = torch.as_tensor(np.asarray(obs["is_first"], bool)).to(self.device)
+        is_first = device_tensor(np.asarray(obs["is_first"], bool), self.device)
         if is_first.shape != (streams,):
             raise ValueError(
                 f"obs['is_first'] has shape {tuple(is_first.shape)} but the carry holds "

@@ -82,6 +82,14 @@ class ActionSpec(NamedTuple):
         return action.float()
 
 
+def device_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``; a read-only array (one that arrived zero-copy from
+    Ray's object store) is copied first, so the tensor owns memory it may write."""
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array).to(device, non_blocking=True)
+
+
 def obs_tensors(
     obs: dict[str, np.ndarray],
     shapes: dict[str, tuple[int, ...]],
@@ -107,7 +115,7 @@ def obs_tensors(
                 f"then {shape}"
             )
         dtype = np.uint8 if key == "image" else np.float32
-        out[key] = torch.as_tensor(array.astype(dtype, copy=False)).to(device, non_blocking=True)
+        out[key] = device_tensor(array.astype(dtype, copy=False), device)
     return out
 
 
@@ -142,7 +150,7 @@ def batch_tensors(
         array: np.ndarray = np.asarray(batch[key]).astype(dtype, copy=False)
         if array.shape[:2] != lead:
             raise ValueError(f"batch {key!r} has shape {array.shape}, expected leading {lead}")
-        return torch.as_tensor(array).to(device, non_blocking=True)
+        return device_tensor(array, device)
 
     is_first = torch.as_tensor(is_first_np).to(device, non_blocking=True)
     action = spec.to_model(tensor("action", np.int64 if spec.discrete else np.float32))

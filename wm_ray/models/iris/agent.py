@@ -24,6 +24,7 @@ from wm_ray import metrics as M
 from wm_ray.models.common import Optimizer
 from wm_ray.models.common.actor_critic import ActorCritic, LSTMState
 from wm_ray.models.common.agent import AgentBase
+from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
 from wm_ray.models.common.imagination import reinforce_loss, rollout, sample_logits
 from wm_ray.models.iris.config import RootConfig, check_config
@@ -94,7 +95,7 @@ class IrisAgent(AgentBase):
 
     def _frames(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [0, 1] on the device."""
-        tensor = torch.as_tensor(np.asarray(image)).to(self.device)
+        tensor = device_tensor(np.asarray(image), self.device)
         if tuple(tensor.shape[-3:]) != self.image_shape:
             raise ValueError(
                 f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
@@ -147,7 +148,7 @@ class IrisAgent(AgentBase):
         start, cfg = self.cfg.start, self.cfg
         frames = self._frames(batch["image"])  # (B, T, C, H, W)
         b, t = frames.shape[:2]
-        actions = torch.as_tensor(np.asarray(batch["action"])).to(self.device).long()
+        actions = device_tensor(np.asarray(batch["action"]), self.device).long()
         actions = actions - self.action_start
         if actions.shape != (b, t) or actions.min() < 0 or actions.max() >= self.num_actions:
             raise ValueError(
@@ -155,10 +156,10 @@ class IrisAgent(AgentBase):
                 f"actions, got shape {tuple(actions.shape)}"
             )
         flag = {
-            key: torch.as_tensor(np.asarray(batch[key], bool)).to(self.device)
+            key: device_tensor(np.asarray(batch[key], bool), self.device)
             for key in ("is_first", "is_terminal")
         }
-        reward = torch.as_tensor(np.asarray(batch["reward"], np.float32)).to(self.device)
+        reward = device_tensor(np.asarray(batch["reward"], np.float32), self.device)
         tensors: dict[str, torch.Tensor] = {}
         times: dict[str, float] = {}
         tick = time.perf_counter()
@@ -284,7 +285,7 @@ class IrisAgent(AgentBase):
         frames = self._frames(image)[0]  # (T, C, H, W)
         tokens = self.tokenizer.tokenize(frames)
         recon = self.tokenizer.decode(tokens).clamp(0.0, 1.0)
-        actions = torch.as_tensor(np.asarray(batch["action"])[0]).to(self.device).long()
+        actions = device_tensor(np.asarray(batch["action"])[0], self.device).long()
         actions = actions - self.action_start
         dream = Dream(self.wm, 1)
         pred = [recon[i] for i in range(context)]
