@@ -30,7 +30,7 @@ class RunConfig:
     """Run name; prefixes actor names when runs share a cluster. Empty: from env and time."""
     seed: int = 0
     """Base seed; env i of worker w gets seed + 1000 * w + i, eval workers add 10**6."""
-    steps: int = 30_000
+    steps: int = 20_000
     """Env steps to collect (agent steps, after action repeat)."""
     run_dir: str = ""
     """Output directory. Empty: ``runs/<name>``."""

@@ -56,8 +56,8 @@ class LossConfig:
 class ActorCriticConfig:
     """Behavior learning in imagination (DreamerV3 sec. 3)."""
 
-    horizon: int = 15
-    """Imagined steps from every posterior state of a batch."""
+    horizon: int = 30
+    """Imagined steps from every posterior state of a batch (DreamerV3: 15)."""
     gamma: float = 0.99
     """Discount (DreamerV3: 0.997 = 1 - 1/333)."""
     lam: float = 0.95
