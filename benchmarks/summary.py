@@ -88,7 +88,8 @@ def peer_rows(data: dict[str, Any]) -> list[Row]:
                 f", fragment {fragment})" if fragment else ")"
             )
         else:
-            what += f" ({settings.get('mode', '').split(' (')[0]}, `make run` defaults)"
+            defaults = settings.get("config", "").split(" (")[0] or "make run defaults"
+            what += f" ({settings.get('mode', '').split(' (')[0]}, {defaults})"
         figure = (
             f"after {result['wall_s_to_target'] / 60:.1f} min, "
             f"{_n(result['env_steps_to_target'])} env steps"
