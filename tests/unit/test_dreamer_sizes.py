@@ -71,8 +71,12 @@ def test_size_presets_follow_the_paper_table_with_32x32_latents(name: str) -> No
     assert (config.rssm.stoch, config.rssm.classes) == (32, 32)
 
 
-def test_defaults_have_the_debug_size_and_debug_matches_the_testing_config() -> None:
-    assert _size("debug") == DreamerConfig() == DEBUG
+def test_debug_matches_the_testing_config_and_the_defaults_are_debug_at_128_wide() -> None:
+    assert _size("debug") == DEBUG
+    default = DreamerConfig()
+    assert (default.units, default.rssm.deter, default.rssm.hidden) == (128, 128, 128)
+    assert (default.rssm.stoch, default.rssm.classes) == (DEBUG.rssm.stoch, DEBUG.rssm.classes)
+    assert (default.layers, default.cnn_depth) == (DEBUG.layers, DEBUG.cnn_depth)
 
 
 def test_dreamer_preset_selects_the_model_with_the_paper_settings_at_size_s() -> None:
