@@ -33,7 +33,28 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default=None, metavar="ID", help="shortcut for --set env.id=ID")
 
 
-def _build(args: argparse.Namespace) -> Config:
+def positive_int(text: str) -> int:
+    """argparse type of ``--steps``-like options: an integer >= 1."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def _notes(args: argparse.Namespace) -> None:
+    """Say which values one preset took over from another (``--configs iris atari``)."""
+    from wm_ray.config_io import preset_conflicts
+
+    for note in preset_conflicts(args.configs, args.overrides, args.env):
+        print(f"wm-ray: note: {note}", file=sys.stderr)
+
+
+def _build(args: argparse.Namespace, validate: bool = False) -> Config:
+    """The config of ``args``; with ``validate``, checked as ``train`` checks it
+    (:func:`wm_ray.validate.validate_run`: ranges, the family's rules, the env, capabilities)."""
     from wm_ray.config_io import build_config
 
     overrides = list(args.overrides)
@@ -41,7 +62,12 @@ def _build(args: argparse.Namespace) -> Config:
         overrides.append(f"run.steps={args.steps}")
     if getattr(args, "run_dir", None):
         overrides.append(f"run.run_dir={args.run_dir}")
-    return build_config(args.configs, overrides, env_id=args.env)
+    config = build_config(args.configs, overrides, env_id=args.env)
+    if validate:
+        from wm_ray.validate import validate_run
+
+        validate_run(config)
+    return config
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -77,7 +103,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show_config(args: argparse.Namespace) -> int:
     from wm_ray.config_io import annotate_yaml, config_sources, to_yaml
 
-    config = _build(args)
+    config = _build(args, validate=not args.no_check)
+    _notes(args)
     if args.plain:
         print(to_yaml(config), end="")
         return 0
@@ -108,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = build_config(args.configs, overrides, base=base, env_id=args.env)
     else:
         config = _build(args)
+    _notes(args)
     if args.quiet:
         config = build_config([], ["logging.progress=false"], base=config)
     if args.address:
@@ -182,7 +210,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from wm_ray.loops.collect import collect
     from wm_ray.rundir.paths import run_location
 
-    config = _build(args)
+    config = _build(args, validate=True)
     summary = collect(config, run_location(config), progress=not args.quiet)
     replay = summary["replay"]
     mean = summary["mean_return"]
@@ -218,7 +246,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "one would land in the job's temporary working directory on the head"
         )
     if not args.no_check and not train.resume:
-        _build(train)  # unknown presets or --set keys fail here, before the cluster is used
+        _build(train, validate=True)  # bad presets, values or env ids fail before the cluster
     if train.address is None:
         train_argv = ["--address", "auto", *train_argv]
     entrypoint = shlex.join(["wm-ray", "train", *train_argv])
@@ -244,11 +272,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _config_args(p)
     p.add_argument("--plain", action="store_true", help="no source comments")
+    p.add_argument("--no-check", action="store_true", help="skip train's checks (no env made)")
     p.set_defaults(func=cmd_show_config)
 
     p = sub.add_parser("train", help="train a world-model agent on the Ray runtime")
     _config_args(p)
-    p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
+    p.add_argument("--steps", type=positive_int, default=None, help="env steps (run.steps)")
     p.add_argument(
         "--run-dir",
         default=None,
@@ -274,7 +303,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
     p.add_argument("--run-dir", required=True, help="the run: a directory or a filesystem URI")
-    p.add_argument("--episodes", type=int, default=None, help="default: eval.episodes")
+    p.add_argument("--episodes", type=positive_int, default=None, help="default: eval.episodes")
     p.add_argument("--video", action="store_true", help="write a video (image tasks)")
     p.add_argument(
         "--checkpoint", default="latest", help="latest (default), best, or a checkpoint directory"
@@ -285,7 +314,7 @@ def make_parser() -> argparse.ArgumentParser:
         "play", help="step a run's learned world model from a real frame and write a video"
     )
     p.add_argument("--run-dir", required=True, help="the run: a directory or a filesystem URI")
-    p.add_argument("--steps", type=int, default=100, help="dreamed steps (default 100)")
+    p.add_argument("--steps", type=positive_int, default=100, help="dreamed steps (default 100)")
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--actions", default=None, help="scripted action indices, e.g. 2,2,3 (repeated)"
@@ -306,7 +335,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="collect experience with the configured policy into replay")
     _config_args(p)
-    p.add_argument("--steps", type=int, default=None, help="env steps (run.steps)")
+    p.add_argument("--steps", type=positive_int, default=None, help="env steps (run.steps)")
     p.add_argument(
         "--run-dir",
         default=None,
@@ -323,15 +352,26 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _last_line(err: BaseException) -> str:
+    """The message of ``err``: for an error raised in a Ray actor (whose text starts with the
+    remote traceback), its last non-empty line."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[-1].strip() if len(lines) > 1 else str(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
     import signal
 
     from wm_ray.config_io import ConfigError
+    from wm_ray.envs.vector_worker import EnvFailure
+    from wm_ray.loops.schedule import TrainingDiverged
     from wm_ray.registry import UnknownNameError
     from wm_ray.rundir.checkpoint import CheckpointError
 
-    logging.basicConfig(level=logging.INFO, format="wm-ray: %(levelname)s: %(message)s")
+    # wm_ray's own INFO lines; other libraries' (MuJoCo, OpenGL, Ray, ...) only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="wm-ray: %(levelname)s: %(message)s")
+    logging.getLogger("wm_ray").setLevel(logging.INFO)
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops as gracefully as Ctrl-C
@@ -344,6 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownNameError, CheckpointError, ValueError) as err:
         print(f"wm-ray: error: {err}", file=sys.stderr)
         return 2
+    except (TrainingDiverged, EnvFailure) as err:
+        print(f"wm-ray: error: {_last_line(err)}", file=sys.stderr)
+        return 3
+    except OSError as err:  # a full disk, a read-only or vanished run directory, ...
+        where = f": {err.filename}" if err.filename else ""
+        print(f"wm-ray: error: {err.strerror or _last_line(err)}{where}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print("wm-ray: interrupted", file=sys.stderr)
         return 130

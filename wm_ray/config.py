@@ -4,7 +4,11 @@ The defaults are the main job (``make run``): Dreamer on CartPole-v1 on a CPU, t
 eval return above 400 within 10 minutes on 2 cores. Loading, merging and validation: ``config_io``.
 
 Every field has a default, so ``Config()`` is a complete run. Presets in ``configs/*.yaml`` and
-``--set section.key=value`` overrides change fields; an unknown key or a wrong type is an error.
+``--set section.key=value`` overrides change fields; an unknown key, a wrong type or a number out
+of range is an error. A number's valid range is its class's ``RANGES`` entry (``(low, high)``,
+inclusive, ``None`` unbounded), else the rule of ``wm_ray.config_io.value_range``: a count or
+size whose default is positive is at least 1, every other number at least 0 (unless its
+default is negative), all finite and below 2**48.
 
 The sections here are the runtime's. Every model family adds one more, a field named after the
 family whose class its registry line names (``wm_ray.registry.config_sections``): ``Config`` is
@@ -15,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from wm_ray import registry
+from wm_ray.types import Ranges
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,22 @@ class RunConfig:
     tensor cores, usually with bf16)."""
     checkpoint_every: int = 0
     """Env steps between checkpoints; 0 checkpoints only at the end."""
+    nonfinite_limit: int = 100
+    """Learner updates in a row whose losses or gradients are NaN or inf (each one skipped by
+    the optimizers, counted in ``counters/nonfinite_updates``) before the run stops with the
+    last good checkpoint kept."""
 
 
 @dataclass(frozen=True)
 class EnvConfig:
     """Which environment, how it is wrapped and vectorized. ``None`` means the backend default."""
+
+    RANGES: ClassVar[Ranges] = {
+        "action_repeat": (1, None),
+        "sticky_actions": (0, 1),
+        "time_limit": (1, None),
+        "image_size": (8, 1024),
+    }
 
     id: str = "CartPole-v1"
     """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``) or ``backend:task`` (dmc:walker-walk)."""
@@ -93,6 +109,8 @@ class EnvConfig:
 class ReplayConfig:
     """Replay storage, sampling and the sample:insert limiter (see ``wm_ray/replay``)."""
 
+    RANGES: ClassVar[Ranges] = {"recency_fraction": (0, 1), "min_size": (0, None)}
+
     capacity: int = 1_000_000
     """Maximum stored steps; the oldest chunks are evicted first."""
     ram_budget: str = "8GiB"
@@ -126,6 +144,12 @@ class ReplayConfig:
 @dataclass(frozen=True)
 class ResourcesConfig:
     """Actor counts and placement of the Ray runtime (``configs/resources/*.yaml``)."""
+
+    RANGES: ClassVar[Ranges] = {
+        "eval_workers": (0, None),
+        "pull_every": (0, None),
+        "learners": (1, 1024),
+    }
 
     env_workers: int = 1
     """K, env-worker actors (each runs ``env.num_envs`` envs)."""
@@ -161,6 +185,8 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    RANGES: ClassVar[Ranges] = {"every": (0, None), "episodes": (0, None)}
+
     every: int = 2_500
     """Env steps between evaluations; 0 disables periodic evaluation."""
     episodes: int = 10
@@ -171,12 +197,18 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
+    RANGES: ClassVar[Ranges] = {"progress_every": (1, None)}
+
     every: int = 1_000
     """Env steps between metric log lines."""
     jsonl: bool = True
     tensorboard: bool = True
+    seconds: float = 60.0
+    """A metrics line also after this many seconds without one (0: by steps only)."""
     progress: bool = True
-    """Live progress line on the terminal."""
+    """Progress output: a live line on a terminal, plain lines when stdout is not one."""
+    progress_every: float = 30.0
+    """Seconds between the plain progress lines (stdout not a terminal: logs, CI, jobs)."""
 
 
 @dataclass(frozen=True)

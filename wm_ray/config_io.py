@@ -20,10 +20,7 @@ from typing import Any
 import yaml
 
 from wm_ray.config import Config
-
-
-class ConfigError(ValueError):
-    """A config problem, with a one-line message fit for the terminal."""
+from wm_ray.config_checks import ConfigError, check_range, family_choice
 
 
 def config_dirs() -> list[Path]:
@@ -65,13 +62,27 @@ def load_preset(name: str) -> dict[str, Any]:
                 f"unknown preset {name!r}{hint} (presets: {', '.join(list_presets()) or 'none'})"
             )
         path = found[0]
+    return read_yaml(path, "preset")
+
+
+def read_yaml(path: Path, what: str, text: str | None = None) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (or ``text`` read from it); a file that cannot be read,
+    is not YAML or is not a mapping is a one-line :class:`ConfigError` naming it and where."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8") if text is None else text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"preset {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError(
-            f"preset {str(path)!r} must be a mapping of sections, got {type(data).__name__}"
+            f"{what} {str(path)!r} must be a mapping of sections (section: {{key: value}}), "
+            f"got {type(data).__name__}"
         )
     return data
 
@@ -163,10 +174,11 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _apply(obj: Any, updates: Mapping[str, Any], prefix: str, root: type) -> Any:
     hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for name, value in updates.items():
         key = prefix + str(name)
-        if name not in hints:
+        if not isinstance(name, str) or name not in names:
             raise _unknown(key, root)
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
@@ -177,6 +189,11 @@ def _apply(obj: Any, updates: Mapping[str, Any], prefix: str, root: type) -> Any
             changes[name] = _apply(changes.get(name, getattr(obj, name)), value, key + ".", root)
         else:
             changes[name] = coerce(key, value, tp)
+            if isinstance(changes[name], (list, tuple)):
+                for item in changes[name]:
+                    check_range(key, item, type(obj), name)
+            else:
+                check_range(key, changes[name], type(obj), name)
     return dataclasses.replace(obj, **changes)
 
 
@@ -207,15 +224,39 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def _layers(
-    presets: Iterable[str], overrides: Iterable[str], env_id: str | None
+    presets: Iterable[str],
+    overrides: Iterable[str],
+    env_id: str | None,
+    base: Config | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(source, nested updates)`` in the order they apply: presets (by name), ``--set k=v``
-    overrides, the ``--env`` shortcut."""
+    overrides, the ``--env`` shortcut; first, when a preset tunes a family that nothing
+    selects, the selection of that family (:func:`wm_ray.config_checks.family_choice`)."""
     layers = [(name, load_preset(name)) for name in presets]
     layers += [(f"--set {text}", parse_override(text)) for text in overrides]
     if env_id:
         layers.append((f"--env {env_id}", {"env": {"id": env_id}}))
-    return layers
+    choice = family_choice(layers, base)
+    return [choice, *layers] if choice else layers
+
+
+def preset_conflicts(
+    presets: Iterable[str], overrides: Iterable[str] = (), env_id: str | None = None
+) -> list[str]:
+    """One line per key that two presets set to different values (the later one wins):
+    ``replay.seq_len = 64 from 'atari' replaces 20 from 'iris'``. Overrides are deliberate
+    and not listed."""
+    seen: dict[str, tuple[str, Any]] = {}
+    notes = []
+    for source, updates in _layers(presets, overrides, env_id):
+        if source.startswith("--") or source.endswith("(selects the family it tunes)"):
+            continue
+        for key, value in _leaves(updates):
+            if key in seen and seen[key][1] != value:
+                earlier, old = seen[key]
+                notes.append(f"{key} = {value!r} from {source!r} replaces {old!r} from {earlier!r}")
+            seen[key] = (source, value)
+    return notes
 
 
 def build_config(
@@ -226,7 +267,7 @@ def build_config(
 ) -> Config:
     """Defaults (or ``base``) + presets in order + ``--set`` overrides (+ ``--env`` shortcut)."""
     config = base or Config()
-    for source, updates in _layers(presets, overrides, env_id):
+    for source, updates in _layers(presets, overrides, env_id, base):
         try:
             config = apply(config, updates)
         except ConfigError as err:
@@ -255,9 +296,7 @@ def config_sources(
     out: dict[str, list[str]] = {}
     for source, updates in _layers(presets, overrides, env_id):
         for key, _ in _leaves(updates):
-            out.setdefault(key, []).append(
-                source.split(" ", 1)[1] if "preset" in source else source
-            )
+            out.setdefault(key, []).append(source)
     return out
 
 
@@ -319,8 +358,7 @@ def load_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"no config.yaml in run directory {str(run_dir)!r}")
-    data = yaml.safe_load(path.read_text()) or {}
-    return from_dict(data)
+    return from_dict(read_yaml(path, "run config"))
 
 
 def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:

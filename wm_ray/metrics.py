@@ -36,6 +36,8 @@ EPISODES = "counters/episodes"
 ENV_RESTARTS = "counters/env_restarts"
 ENV_STEPS = "counters/env_steps"
 ACKED_STEPS = "counters/acked_steps"
+NONFINITE_UPDATES = "counters/nonfinite_updates"
+"""Learner updates whose losses or gradients were NaN or inf (skipped by the optimizers)."""
 WEIGHTS_VERSION = "weights/version"
 WEIGHTS_LAG = "weights/lag"
 
@@ -109,47 +111,144 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _tty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
 class Progress:
-    """A live status line: env steps, fps, latest return, ETA.
+    """What a run is doing, from its first step: a live line on a terminal and plain lines in
+    logs.
+
+    - **Live line** (stderr, or stdout, when one is a terminal): rewritten in place at most
+      every ``live_every`` seconds.
+    - **Plain lines** (stdout when it is not a terminal: ``make run > log``, nohup, CI, the logs
+      of ``ray job submit``): one line every ``every`` seconds, no control characters.
+
+    Each shows env steps of the total, env fps and train fps (replayed steps per second) since
+    the previous line of its kind, the replay ratio, updates, the mean episode return and the
+    last eval return, and the ETA from the fps of this invocation (a resumed run counts only
+    the steps taken since it started).
 
     Args:
         total_steps: the run's target env steps.
-        stream: where the line goes (only when it is a terminal).
-        enabled: show it at all.
-        start: env steps already done when the line starts (a resumed run): fps and ETA count
-            only the steps taken since.
+        enabled: show anything at all.
+        start: env steps already done when this invocation started (a resumed run).
+        every: seconds between plain lines.
+        live_every: seconds between redraws of the live line.
+        stdout, stderr: the streams (for tests).
     """
 
     def __init__(
         self,
         total_steps: int,
-        stream: TextIO = sys.stderr,
         enabled: bool = True,
         start: int = 0,
+        every: float = 30.0,
+        live_every: float = 2.0,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        name: str = "",
     ) -> None:
+        stdout = stdout or sys.stdout
+        stderr = stderr or sys.stderr
         self.total = total_steps
-        self.stream = stream
-        self.enabled = enabled and stream.isatty()
-        self.start = time.perf_counter()
-        self.first_step = start
+        self.name = name
+        self.live = next((s for s in (stderr, stdout) if _tty(s)), None) if enabled else None
+        self.plain = stdout if enabled and not _tty(stdout) else None
+        self.every, self.live_every = float(every), float(live_every)
+        now = time.perf_counter()
+        self.origin = (now, start)
+        self.windows: dict[str, tuple[float, int, float | None]] = {
+            "live": (now, start, None),
+            "plain": (now, start, None),
+        }
+        self.last_live = -math.inf
+        self.last_plain = now
+        self.values: dict[str, float] = {}
+        self.first_replayed: float | None = None
+        self.shown = False
+        if self.plain is not None:
+            resumed = f" (resuming at {start:,})" if start else ""
+            self._write_plain(f"started{resumed}: {start:,}/{total_steps:,} env steps")
 
-    def update(self, step: int, **values: float) -> None:
+    @property
+    def enabled(self) -> bool:
+        return self.live is not None or self.plain is not None
+
+    def tick(self, step: int, replayed: float = 0.0, force: bool = False, **values: float) -> None:
+        """Called as often as the loop likes; draws when a line is due.
+
+        Args:
+            step: env steps so far (of the whole run).
+            replayed: replayed (trained-on) steps so far: updates * B * T.
+            force: draw both kinds now.
+            **values: shown by name, e.g. ``ratio``, ``updates``, ``ret``, ``eval``; NaN ones
+                are left out; a value once given is kept until it changes.
+        """
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.start
-        fps = (step - self.first_step) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / fps if fps > 0 else float("nan")
-        shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if v == v)
-        self.stream.write(
-            f"\r{step:>9,}/{self.total:,} steps  {fps:7.0f} fps  {shown}  ETA {eta:5.0f}s "
-        )
-        self.stream.flush()
+        self.values.update(values)
+        if self.first_replayed is None:
+            self.first_replayed = replayed
+        now = time.perf_counter()
+        if self.live is not None and (force or now - self.last_live >= self.live_every):
+            self.last_live = now
+            text = self._text("live", now, step, replayed)
+            self.live.write(f"\r{text}\x1b[K")
+            self.live.flush()
+            self.shown = True
+        if self.plain is not None and (force or now - self.last_plain >= self.every):
+            self.last_plain = now
+            self._write_plain(self._text("plain", now, step, replayed))
+
+    def _text(self, kind: str, now: float, step: int, replayed: float) -> str:
+        then, step0, replayed0 = self.windows[kind]
+        self.windows[kind] = (now, step, replayed)
+        if replayed0 is None:  # the first line: count from this invocation's first tick
+            replayed0 = self.first_replayed if self.first_replayed is not None else replayed
+        seconds = max(now - then, 1e-9)
+        env_fps = (step - step0) / seconds
+        train_fps = (replayed - replayed0) / seconds
+        elapsed = now - self.origin[0]
+        run_fps = (step - self.origin[1]) / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / run_fps if run_fps > 0 else math.nan
+        percent = 100.0 * step / self.total if self.total else 0.0
+        parts = [
+            f"{step:,}/{self.total:,} steps ({percent:.0f}%)",
+            f"env {env_fps:,.0f} fps",
+            f"train {train_fps:,.0f} fps",
+        ]
+        for key, value in self.values.items():
+            if value == value:  # not NaN
+                shown = f"{value:,.0f}" if key == "updates" else f"{value:.3g}"
+                parts.append(f"{key} {shown}")
+        parts.append(f"ETA {_duration(eta)}" if step < self.total else "done")
+        return "  ".join(parts)
+
+    def _write_plain(self, text: str) -> None:
+        assert self.plain is not None
+        stamp = time.strftime("%H:%M:%S")
+        name = f" {self.name}" if self.name else ""
+        self.plain.write(f"[{stamp}]{name} {text}\n")
+        self.plain.flush()
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-        self.enabled = False
+        if self.live is not None and self.shown:
+            self.live.write("\n")
+            self.live.flush()
+        self.live = self.plain = None
 
 
 class TensorBoardSink:

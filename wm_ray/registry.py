@@ -63,6 +63,10 @@ class ModelSpec(NamedTuple):
     test_config: tuple[str, ...] = ()
     """Presets and ``key=value`` overrides that make the family test-sized (the conformance
     suite, ``wm_ray.conformance``, applies them after ``run.model``)."""
+    validator: str | None = None
+    """``module:function`` checking the family's settings in the root config (raises
+    ``ValueError`` naming every bad value); run by ``wm_ray.validate.validate_run`` before a
+    run creates anything, and by ``show-config``."""
 
 
 class UnknownNameError(ValueError):
@@ -84,6 +88,7 @@ MODELS: dict[str, ModelSpec] = {
             Capabilities(run_options=("compile", "precision", "channels_last")),
             aliases=("dreamerv3", "rssm"),
             test_config=("debug", "size_debug"),
+            validator="wm_ray.models.dreamer.config:validate",
         ),
         ModelSpec(
             "iris",
@@ -93,6 +98,7 @@ MODELS: dict[str, ModelSpec] = {
             "CNN+LSTM actor-critic; image observations, discrete actions.",
             Capabilities(observations=("image",), actions=("discrete",), steppable=True),
             test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
+            validator="wm_ray.models.iris.config:validate",
         ),
         ModelSpec(
             "random",

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+Ranges = dict[str, tuple[float | None, float | None]]
+"""A config class's ``RANGES``: valid ``(low, high)`` (inclusive, None: unbounded) per field."""
+
 OBS_KEYS = ("image", "vector")
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
 REWARD_KEY = "reward"

@@ -28,9 +28,8 @@ The coordinator lives in the driver process (``wm-ray train``, or the entrypoint
   own node's staging directory and uploads them when asked
   (:meth:`~wm_ray.actors.replay_shard.ReplayShard.sync_storage`), before each checkpoint records
   the shards' states. No filesystem needs to be shared between nodes then.
-- **Metrics.** The lines of the run schedule, plus ``counters/env_steps``,
-  ``counters/acked_steps``, ``counters/restarts/<kind>``, ``weights/version`` and
-  ``weights/lag``.
+- **Metrics.** The run schedule's lines plus ``counters/env_steps``, ``counters/acked_steps``,
+  ``counters/restarts/<kind>``, ``weights/version`` and ``weights/lag``.
 
 Ctrl-C or SIGTERM (raised as ``KeyboardInterrupt`` by the CLI) lets the rounds in flight finish,
 writes a final checkpoint and shuts the actors down.
@@ -52,12 +51,20 @@ from wm_ray.actors.graph import ActorGraph
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.factory import env_spaces
-from wm_ray.loops.schedule import RunCounters, Schedule, round_steps, run_pacer, run_summary
+from wm_ray.loops.schedule import (
+    RunCounters,
+    Schedule,
+    TrainingDiverged,
+    diverged,
+    round_steps,
+    run_pacer,
+    run_summary,
+)
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import MetricsLogger, read_jsonl
 from wm_ray.registry import check_supported, get_model_spec
 from wm_ray.rundir import checkpoint as ckpt
-from wm_ray.rundir.open import resolve_run_dir
+from wm_ray.rundir.open import resolve_run_dir, resume_checkpoint
 from wm_ray.rundir.paths import migrate_flat_replay
 
 logger = logging.getLogger(__name__)
@@ -112,15 +119,13 @@ class Coordinator:
         self.train_refs: list[Any] | None = None
         self.train_issued_at = 0.0
         self.learner_idle_at = -1.0
+        self.learner_sampled = 0.0  # the learners' sampled floor (see _sampled)
         self.evaluation: tuple[list[Any], int, Path] | None = None
         self.stats: list[dict[str, float]] = [{} for _ in self.graph.shards]
 
     def _resume_from(self) -> Path:
         """The checkpoint to resume from; its counters become the run's."""
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            raise ConfigError(f"--resume: {self.location} has no checkpoint to resume from")
-        state = ckpt.load_state(path)
+        path, state = resume_checkpoint(self.run_dir, self.location)
         shards = self.config.resources.replay_shards
         if len(state["shards"]) != shards:
             raise ConfigError(
@@ -138,7 +143,10 @@ class Coordinator:
         return sum(s.get("limiter_inserts", 0.0) for s in self.stats)
 
     def _sampled(self) -> float:
-        known = self.counters.updates * self.batch_steps
+        """Steps sampled so far: never below what the learners know they sampled (a restarted
+        shard's limiter forgets the samples since the checkpoint it loaded; counting less than
+        the learners would stall the run: they owe nothing while collecting is refused)."""
+        known = max(self.counters.updates * self.batch_steps, self.learner_sampled)
         return max(sum(s.get("limiter_samples", 0.0) for s in self.stats), float(known))
 
     def _grant(self) -> None:
@@ -183,11 +191,12 @@ class Coordinator:
     def _on_train(self) -> None:
         refs, self.train_refs = self.train_refs or [], None
         try:
-            results = ray.get(refs)
+            results = self.graph.train_results(refs)
         except RayActorError as err:
             self.graph.learners_died(err)
             return
         head = results[0]
+        self.learner_sampled = max(self.learner_sampled, float(head.get("sampled", 0.0)))
         self.schedule.trained(head["metrics"], int(head["updates"]))
         self.counters.weights_version = max(self.counters.weights_version, int(head["version"]))
         self.learner_idle_at = self.train_issued_at if head["updates"] == 0 else -1.0
@@ -208,10 +217,10 @@ class Coordinator:
         graph = self.graph
         if self.storage is not None and self.config.replay.persist:
             graph.call_shards("sync_storage")
-        learner = graph.learners[0]
+        learner, files = graph.ask_learner("counters", "agent_files")  # a dead group restarts
         state = ckpt.run_state(
             self.counters.state(),
-            ray.get(learner.counters.remote()),
+            learner,
             graph.call_shards("state_dict"),
             graph.call_shards("manifest"),
             graph.streams,
@@ -219,7 +228,7 @@ class Coordinator:
         path = ckpt.save_checkpoint(
             self.run_dir,
             self.counters.env_steps,
-            lambda directory: ckpt.write_files(directory, ray.get(learner.agent_files.remote())),
+            lambda directory: ckpt.write_files(directory, files),
             state,
             to_yaml(self.config),
             tag=tag,
@@ -237,8 +246,8 @@ class Coordinator:
     def _start_eval(self, path: Path, video: bool = False) -> None:
         """Evaluate the weights just checkpointed at ``path`` on the eval workers."""
         graph = self.graph
-        version = int(ray.get(graph.learners[0].publish.remote()))
-        self.counters.weights_version = max(self.counters.weights_version, version)
+        (version,) = graph.ask_learner("publish")
+        self.counters.weights_version = max(self.counters.weights_version, int(version))
         _, weights = ray.get(graph.store.get.remote())
         episodes = self.config.eval.episodes
         shares = [len(part) for part in np.array_split(np.arange(episodes), len(graph.evaluators))]
@@ -319,8 +328,11 @@ class Coordinator:
                     elif self.evaluation is not None and ref in self.evaluation[0]:
                         result = self._finish_eval()
                         extra.update(schedule.eval_record(result) if result else {})
+                schedule.tick(self._inserted(), self._sampled())
                 if schedule.log_due() or extra:
                     self.logger.write(self._line(extra))
+        except TrainingDiverged as err:
+            raise diverged(err, self.run_dir, self.location) from None
         except KeyboardInterrupt:
             logger.warning("interrupted: finishing the rounds in flight and checkpointing")
             self._drain()

@@ -11,7 +11,9 @@ coordinator (:mod:`wm_ray.actors.coordinator`) calls the ``*_died`` methods when
 - a dead replay shard is started again on its chunk directory (the acknowledged steps reload)
   and the last checkpoint's shard state; workers and learners waiting on it look it up again
   by name and repeat their (idempotent) call;
-- a dead learner takes the whole group down: all learners restart from the last checkpoint.
+- a dead learner takes the whole group down: all learners restart from the last checkpoint;
+- a run resumed after its driver died counts the steps the shards acknowledged after the
+  checkpoint it resumes from (they are on disk and reloaded).
 
 More than :data:`MAX_RESTARTS` deaths of one kind end the run with the last error.
 """
@@ -78,6 +80,8 @@ class ActorGraph:
         self.store = remote_weight_store(config, prefix).remote()
         self.shards: list[Any] = [self._start_shard(i) for i in range(res.replay_shards)]
         ray.get([shard.ping.remote() for shard in self.shards])
+        if self.state is not None:
+            self._count_unrecorded()
         self.learners: list[Any] = []
         self.start_learners()
         self.workers: list[Any] = [None] * res.env_workers
@@ -175,6 +179,19 @@ class ActorGraph:
             lambda: remote_eval_worker(self.config, i, self.prefix, **opts).remote(self.config, i)
         )
 
+    def _count_unrecorded(self) -> None:
+        """On resume: count the steps the shards acknowledged after the checkpoint.
+
+        A driver that died after its last checkpoint leaves the chunks acknowledged since then
+        on disk; the shards reload them (and their limiters count them as inserted), so the run's
+        env steps count them too, as a dead env worker's last round is counted.
+        """
+        acked = sum(int(n) for n in self.call_shards("acknowledged"))
+        extra = acked - self.counters.env_steps
+        if extra > 0:
+            logger.warning("%d steps acknowledged after the checkpoint are kept", extra)
+            self.counters.env_steps += extra
+
     # -- deaths ----------------------------------------------------------------------------------
 
     def _restart(self, kind: str, index: int, error: BaseException) -> None:
@@ -222,6 +239,18 @@ class ActorGraph:
         """Restarts from now on start from checkpoint ``path`` (with run state ``state``)."""
         self.checkpoint, self.state = path, state
 
+    def ask_learner(self, *methods: str) -> list[Any]:
+        """The results of rank 0's ``methods`` (no arguments, issued together); a learner group
+        that died meanwhile is started again from the last checkpoint and asked again."""
+        while True:
+            rank0 = self.learners[0]
+            try:
+                return list(ray.get([getattr(rank0, method).remote() for method in methods]))
+            except RayActorError as err:
+                if isinstance(err, RayTaskError):
+                    raise
+                self.learners_died(err)
+
     def call_shards(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on every shard; a dead shard is restarted and asked again."""
         out = []
@@ -237,6 +266,31 @@ class ActorGraph:
         return out
 
     # -- the end ---------------------------------------------------------------------------------
+
+    def train_results(self, refs: list[Any]) -> list[Any]:
+        """The learners' results, waited for while keeping the shards alive.
+
+        A learner that waits on a dead replay shard needs it restarted (by this graph), so
+        a plain ``ray.get`` here would deadlock until the group's collective timed out. A
+        learner that died raises its ``RayActorError`` as soon as its ref is ready, and before
+        the errors of its peers, whose collectives fail because it died ("connection closed by
+        peer"); any other error is raised once every learner has answered.
+        """
+        while True:
+            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+            errors = []
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except (RayActorError, RayTaskError) as err:
+                    if not isinstance(err, RayTaskError):
+                        raise  # a learner died: the caller restarts the group
+                    errors.append(err)
+            if not pending:
+                if errors:
+                    raise errors[0]
+                return list(ray.get(refs))
+            self.call_shards("stats")  # restarts a shard that died (see call_shards)
 
     def close(self, timeout: float) -> None:
         """Shut the actors down (workers drain their adds first) and release the placement."""

@@ -252,8 +252,9 @@ class Learner:
         Every rank of a group must be called with the same ``max_updates``.
 
         Returns:
-            ``updates`` done in this call, the latest published ``version`` and the mean
-            ``metrics`` of those updates.
+            ``updates`` done in this call, the latest published ``version``, the mean
+            ``metrics`` of those updates and ``sampled``, the steps the group knows it has
+            sampled (its floor, which a restarted shard's limiter may have forgotten).
         """
         means = Mean()
         done = 0
@@ -282,7 +283,12 @@ class Learner:
                 pending = next_request()
         if self._publishing is not None:
             ray.get(self._publishing)  # the reported version is in the store
-        return {"updates": done, "version": self.version, "metrics": means.pop()}
+        return {
+            "updates": done,
+            "version": self.version,
+            "metrics": means.pop(),
+            "sampled": self.sampled_floor,
+        }
 
     # -- state -----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,14 @@ import ray
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.actors.placement import local_cpus
 from wm_ray.config import Config
-from wm_ray.rundir.open import resolve_resume, resolve_run_dir
+from wm_ray.rundir.open import (
+    check_fresh_run_dir,
+    resolve_resume,
+    resolve_run_dir,
+    starting_run,
+)
 from wm_ray.rundir.paths import run_name
+from wm_ray.validate import validate_run
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +46,32 @@ def init_ray(config: Config) -> bool:
         return False
     namespace = config.resources.namespace
     address = cluster_address(config)
+    if not sys.stdout.isatty() or not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colours in log files
     if address:
-        ray.init(address=address, namespace=namespace)
+        ray.init(address=address, namespace=namespace, logging_level=logging.WARNING)
         logger.info("joined the Ray cluster at %s (namespace %s)", address, namespace)
         return True
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_ray()
     cpus = local_cpus(config.resources, os.cpu_count() or 1)
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, namespace=namespace)
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        namespace=namespace,
+        logging_level=logging.WARNING,
+    )
     logger.info("started an embedded local Ray cluster with %d CPUs", cpus)
     return True
+
+
+def quiet_ray() -> None:
+    """Silence what Ray says on every embedded start: the notice that token authentication is
+    on (it stays on; only the message goes) and its INFO start-up lines."""
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
 
 
 def train(
@@ -65,8 +89,11 @@ def train(
             ``"<run name>."`` on a shared one.
     """
     local, storage = resolve_run_dir(run_dir)
+    validate_run(config)  # before Ray starts or anything exists on disk
     if storage is not None and not resume:
-        storage.check_new_run()  # before Ray starts
+        storage.check_new_run()
+    elif storage is None and not resume:
+        check_fresh_run_dir(local)
     if resume:
         if storage is not None:
             storage.restore(local)  # the coordinator finds it up to date
@@ -80,7 +107,8 @@ def train(
         # coordinator finishes the rounds in flight and writes a final checkpoint).
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        coordinator = Coordinator(config, run_dir, resume=resume, prefix=prefix)
+        with starting_run(local, resume or storage is not None):
+            coordinator = Coordinator(config, run_dir, resume=resume, prefix=prefix)
         try:
             return coordinator.run()
         finally:

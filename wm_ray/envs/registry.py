@@ -124,7 +124,7 @@ def resolve_env(env_id: str, backend: str = "auto") -> tuple[EnvBackendSpec, str
     close = nearest(env_id, known)
     hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
     raise UnknownNameError(
-        f"unknown env id {env_id!r}; {hint}Use a gymnasium id or 'backend:task' with a backend of "
+        f"unknown env id {env_id!r}; {hint}use a gymnasium id or 'backend:task' with a backend of "
         f"{', '.join(ENV_BACKENDS)} (see 'wm-ray list envs')."
     )
 

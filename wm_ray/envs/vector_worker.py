@@ -8,6 +8,7 @@ ones run each slot in a child process (:func:`worker_main`) behind a :class:`Chi
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import multiprocessing.connection
 import signal
@@ -27,6 +28,39 @@ Transition = tuple[dict[str, np.ndarray], float, bool, bool, bool]
 
 MAX_REBUILDS = 3
 """Consecutive failed rebuilds of one env before the error is raised."""
+
+
+class EnvFailure(RuntimeError):
+    """An env that kept failing after :data:`MAX_REBUILDS` rebuilds (one line: the env and its
+    last error)."""
+
+
+class ObservationError(ValueError):
+    """An observation that does not match the env's observation space, or is not finite."""
+
+
+def check_observation(obs: Any, space: Any, index: int) -> None:
+    """Refuse an observation a model must never see: a missing or extra key, a wrong shape or
+    dtype, NaN or inf (raises :class:`ObservationError` naming the key and what is valid)."""
+    if not isinstance(obs, dict) or set(obs) != set(space.spaces):
+        got = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
+        raise ObservationError(
+            f"env {index} returned observation keys {got}; its space has {sorted(space.spaces)}"
+        )
+    for key, sub in space.spaces.items():
+        value = obs[key]
+        shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+        if shape != sub.shape or dtype != sub.dtype:
+            raise ObservationError(
+                f"env {index} returned observation {key!r} of shape {shape} and dtype {dtype}; "
+                f"its space wants shape {sub.shape} and dtype {sub.dtype}"
+            )
+        if np.issubdtype(sub.dtype, np.floating) and not np.all(np.isfinite(value)):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise ObservationError(
+                f"env {index} returned observation {key!r} with {bad} NaN or inf values; "
+                "observations must be finite"
+            )
 
 
 def derive_seed(seed: int, index: int, restarts: int) -> int:
@@ -59,6 +93,7 @@ class EnvSlot:
         self.env: gym.Env | None = make_fn(index)
         self._next_seed: int | None = derive_seed(seed, index, restarts)
         self._done = True
+        self._failing = 0  # failures since the last successful step
 
     def reset(self) -> Transition:
         """Reset the env (an ``is_first`` transition)."""
@@ -75,20 +110,34 @@ class EnvSlot:
 
     def _run(self, action: Any) -> Transition:
         assert self.env is not None
+        space = self.env.observation_space
         if action is None:
             obs, _ = self.env.reset(seed=self._next_seed)
+            check_observation(obs, space, self.index)
             self._next_seed = None
             self._done = False
             return obs, 0.0, True, False, False
         obs, reward, terminated, truncated, _ = self.env.step(action)
+        check_observation(obs, space, self.index)
+        if not math.isfinite(float(reward)):
+            raise ObservationError(f"env {self.index} returned reward {reward}; it must be finite")
         self._done = bool(terminated or truncated)
         return obs, float(reward), False, self._done, bool(terminated)
 
     def _guarded(self, action: Any) -> Transition:
         try:
-            return self._run(action)
+            result = self._run(action)
+            if action is not None:
+                self._failing = 0
+            return result
         except Exception as error:  # any env failure triggers a rebuild
             last = error
+        self._failing += 1
+        if self._failing > MAX_REBUILDS:  # it fails again at once after every rebuild
+            raise EnvFailure(
+                f"env {self.index} failed again right after each of {MAX_REBUILDS} rebuilds; "
+                f"the last error: {last}"
+            ) from last
         for _ in range(MAX_REBUILDS):
             self.restarts += 1
             self.errors.append(repr(last))
@@ -99,7 +148,9 @@ class EnvSlot:
                 return self._run(None)
             except Exception as error:
                 last = error
-        raise RuntimeError(f"env {self.index} failed {MAX_REBUILDS} rebuilds in a row") from last
+        raise EnvFailure(
+            f"env {self.index} failed {MAX_REBUILDS} rebuilds in a row; the last error: {last}"
+        ) from last
 
     def close(self) -> None:
         """Close the env, ignoring errors."""

@@ -75,12 +75,20 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
             replay.add_chunk, venv.num_envs, config.replay.chunk_len, f"w0-{uuid.uuid4().hex[:8]}"
         )
         driver = Driver(venv, agent, sinks=(writer.add,))
-        bar = Progress(config.run.steps, enabled=progress and config.logging.progress)
+        bar = Progress(
+            config.run.steps,
+            enabled=progress and config.logging.progress,
+            every=config.logging.progress_every,
+            name=f"collect {config.run.model}/{config.env.id}",
+        )
         start = time.perf_counter()
         returns: list[float] = []
         log_every = max(config.logging.every, venv.num_envs)
         while driver.env_steps < config.run.steps:
-            driver.run(steps=min(log_every, config.run.steps - driver.env_steps))
+            target = driver.env_steps + min(log_every, config.run.steps - driver.env_steps)
+            while driver.env_steps < target:
+                driver.step()
+                bar.tick(driver.env_steps)
             returns += [ep["return"] for ep in driver.episodes.pop()]
             elapsed = time.perf_counter() - start
             record = {
@@ -93,7 +101,7 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
             if returns:
                 record["episode/return"] = float(np.mean(returns[-100:]))
             metrics.write(record)
-            bar.update(driver.env_steps, ret=record.get("episode/return", float("nan")))
+            bar.tick(driver.env_steps, ret=record.get("episode/return", float("nan")))
         writer.flush()
         bar.close()
         elapsed = time.perf_counter() - start

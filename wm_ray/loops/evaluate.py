@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 from wm_ray.core import Agent
 from wm_ray.envs.vector import VectorEnv
 from wm_ray.loops.driver import Driver
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) -> dict[str, Any]:
@@ -67,6 +70,13 @@ def evaluate_run(
     venv = make_vector_env(
         config.env, seed=config.run.seed + 2 * 10**6, num_envs=config.eval.num_envs
     )
+    if video and "image" not in venv.obs_space.spaces:
+        logger.warning(
+            "no video: %s gives vector observations only (a run trained with env.pixels=true "
+            "records its image observations)",
+            config.env.id,
+        )
+        video = False
     try:
         agent = create_model(config.run.model, venv.obs_space, venv.act_space, config)
         agent.load(path / "agent")

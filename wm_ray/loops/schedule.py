@@ -12,7 +12,10 @@ lines hold the runtime's metrics of :mod:`wm_ray.metrics`, each loop adding its 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +30,34 @@ from wm_ray.replay.limiter import Pacer
 
 KINDS = ("learner", "env-worker", "eval-worker", "replay-shard")
 """Actor kinds the Ray runtime restarts (``counters/restarts/<kind>``)."""
+logger = logging.getLogger(__name__)
+
+RECENT_EPISODES = 20
+"""The progress line's ``ret``: the mean return of the last this many training episodes."""
 EVAL_SEED_OFFSET = 10**6
 """Eval envs are seeded ``run.seed + EVAL_SEED_OFFSET`` (+ 1000 per eval worker)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The learner's losses or gradients stayed NaN or inf for ``run.nonfinite_limit`` updates
+    in a row (the message says which; the loops add the last good checkpoint)."""
+
+
+def diverged(err: TrainingDiverged, run_dir: Path, shown: str) -> TrainingDiverged:
+    """``err`` with the run's last good checkpoint and how to go on from it."""
+    from wm_ray.rundir import checkpoint as ckpt
+
+    try:
+        latest = ckpt.latest_checkpoint(run_dir)
+    except ckpt.CheckpointError:
+        latest = None
+    if latest is None:
+        return TrainingDiverged(f"{err}; no checkpoint was written before it")
+    return TrainingDiverged(
+        f"{err}; the last good checkpoint is {latest.name}: continue from it with "
+        f"'wm-ray train --run-dir {shown} --resume --allow-config-change --set ...' (e.g. a "
+        "lower learning rate)"
+    )
 
 
 @dataclass
@@ -46,6 +75,7 @@ class RunCounters:
     best_eval_return: float | None = None
     best_eval_step: int = -1
     weights_version: int = -1
+    nonfinite_updates: int = 0
     restarts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     @classmethod
@@ -104,7 +134,15 @@ class Schedule:
         self.returns: list[float] = []
         self.lengths: list[float] = []
         self.lags: list[float] = []
-        self.progress = Progress(config.run.steps, enabled=config.logging.progress, start=step)
+        self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
+        self.nonfinite_run = 0
+        self.progress = Progress(
+            config.run.steps,
+            enabled=config.logging.progress,
+            start=step,
+            every=config.logging.progress_every,
+            name=f"{config.run.model}/{config.env.id}",
+        )
 
     # -- what happened --------------------------------------------------------------------------
 
@@ -117,15 +155,52 @@ class Schedule:
         """A finished training episode (and the weights lag it was collected with)."""
         self.counters.episodes += 1
         self.returns.append(float(ret))
+        self.recent.append(float(ret))
         self.lengths.append(float(length))
         if lag is not None:
             self.lags.append(float(lag))
 
     def trained(self, metrics: Mapping[str, float], updates: int = 1) -> None:
-        """Updates done, with their (mean) metrics."""
-        self.counters.updates += int(updates)
-        if metrics:
-            self.means.add(dict(metrics))
+        """Updates done, with their (mean) metrics.
+
+        Updates whose losses or gradient norms are not finite (the optimizers skipped them) are
+        counted in ``counters/nonfinite_updates`` with a warning, and their metrics left out
+        of the means. After ``run.nonfinite_limit`` of them in a row :class:`TrainingDiverged`
+        is raised: the loops then stop without another checkpoint, so ``latest`` stays the
+        last good one.
+        """
+        c = self.counters
+        c.updates += int(updates)
+        bad = sorted(
+            k
+            for k, v in metrics.items()
+            if k.startswith(("train/loss/", "train/grad_norm/")) and not math.isfinite(v)
+        )
+        if not bad:
+            self.nonfinite_run = 0
+            if metrics:
+                self.means.add(dict(metrics))
+            return
+        c.nonfinite_updates += int(updates)
+        self.nonfinite_run += int(updates)
+        limit = self.config.run.nonfinite_limit
+        shown = ", ".join(f"{k}={metrics[k]}" for k in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        if self.nonfinite_run >= limit:
+            raise TrainingDiverged(
+                f"training stopped at {c.env_steps:,} env steps: {self.nonfinite_run} learner "
+                f"updates in a row had non-finite losses or gradients ({shown}; "
+                f"run.nonfinite_limit={limit})"
+            )
+        if self.nonfinite_run == int(updates) or c.nonfinite_updates % 100 < int(updates):
+            logger.warning(
+                "non-finite losses or gradients (%s): update skipped (%d in a row, %d in all; "
+                "the run stops after %d in a row)",
+                shown,
+                self.nonfinite_run,
+                c.nonfinite_updates,
+                limit,
+            )
+        self.means.add({k: v for k, v in metrics.items() if math.isfinite(v)})
 
     def evaluated(self, result: Mapping[str, Any], step: int) -> bool:
         """Record an evaluation of the weights at ``step``; returns whether it is the best."""
@@ -147,7 +222,23 @@ class Schedule:
         return self.next_ckpt is not None and self.counters.env_steps >= self.next_ckpt
 
     def log_due(self) -> bool:
-        return self.counters.env_steps >= self.next_log
+        """Every ``logging.every`` env steps, and after ``logging.seconds`` without a line
+        (when there are new steps), so a slow run's metrics file still fills."""
+        c, (then, step, _) = self.counters, self.window
+        late = time.perf_counter() - then >= self.config.logging.seconds > 0
+        return c.env_steps >= self.next_log or (late and c.env_steps > step)
+
+    def tick(self, inserted: float, sampled: float) -> None:
+        """Called every loop iteration: the progress line and plain lines when due."""
+        c = self.counters
+        self.progress.tick(
+            c.env_steps,
+            sampled,
+            ratio=sampled / inserted if inserted > 0 else float("nan"),
+            updates=float(c.updates),
+            ret=float(np.mean(self.recent)) if self.recent else float("nan"),
+            eval=c.last_eval_return if c.last_eval_return is not None else float("nan"),
+        )
 
     def checkpointed(self, evaluate: bool) -> None:
         """A checkpoint was written (and its weights will be evaluated if ``evaluate``)."""
@@ -195,6 +286,7 @@ class Schedule:
             M.UPDATES: c.updates,
             M.EPISODES: c.episodes,
             M.ENV_RESTARTS: c.env_restarts,
+            M.NONFINITE_UPDATES: c.nonfinite_updates,
         }
         if self.returns:
             record[M.EPISODE_RETURN] = float(np.mean(self.returns))
@@ -207,11 +299,7 @@ class Schedule:
         record.update(extra or {})
         self.window = (now, c.env_steps, c.updates)
         self.next_log = c.env_steps + cfg.logging.every
-        self.progress.update(
-            c.env_steps,
-            ret=record.get(M.EPISODE_RETURN, float("nan")),
-            eval=c.last_eval_return if c.last_eval_return is not None else float("nan"),
-        )
+        self.tick(inserted, sampled)
         return record
 
     def eval_record(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,6 +351,8 @@ __all__ = [
     "KINDS",
     "RunCounters",
     "Schedule",
+    "TrainingDiverged",
+    "diverged",
     "round_steps",
     "run_pacer",
     "run_summary",

@@ -25,16 +25,25 @@ from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.evaluate import evaluate
-from wm_ray.loops.schedule import EVAL_SEED_OFFSET, RunCounters, Schedule, run_pacer, run_summary
+from wm_ray.loops.schedule import (
+    EVAL_SEED_OFFSET,
+    RunCounters,
+    Schedule,
+    TrainingDiverged,
+    diverged,
+    run_pacer,
+    run_summary,
+)
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import MetricsLogger, read_jsonl
 from wm_ray.replay import StreamWriter
 from wm_ray.replay.sharding import SPLIT_SEED_OFFSET, ShardedReplay
 from wm_ray.rundir import checkpoint as ckpt
-from wm_ray.rundir.open import resolve_resume, resolve_run_dir
+from wm_ray.rundir.open import resolve_resume, resolve_run_dir, resume_checkpoint, starting_run
 from wm_ray.rundir.paths import migrate_flat_replay, shard_directory, shard_relpath
 from wm_ray.rundir.sync import RunStorage
+from wm_ray.validate import validate_run
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +105,7 @@ class Trainer:
         self.is_image = "image" in self.venv.obs_space.spaces
 
     def _restore(self) -> None:
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            raise ConfigError(f"--resume: {self.location} has no checkpoint to resume from")
-        state = ckpt.load_state(path)
+        path, state = resume_checkpoint(self.run_dir, self.location)
         self.agent.load(path / "agent")
         try:
             self.replay.load_state_dicts(state["shards"])
@@ -174,6 +180,7 @@ class Trainer:
                 for episode in self.driver.episodes.pop():
                     schedule.episode(episode["return"], episode["length"])
                 self._train_owed()
+                schedule.tick(self.replay.inserted, self.replay.sampled)
                 extra: dict[str, Any] = {}
                 evaluate = schedule.eval_due()
                 if evaluate or schedule.checkpoint_due():
@@ -185,6 +192,8 @@ class Trainer:
                         extra = schedule.eval_record(self._evaluate(path, video))
                 if schedule.log_due() or extra:
                     self.logger.write(self._line(extra))
+        except TrainingDiverged as err:
+            raise diverged(err, self.run_dir, self.location) from None
         except KeyboardInterrupt:
             logger.warning("interrupted: writing a final checkpoint")
             schedule.elapsed()
@@ -235,14 +244,20 @@ def train(
     ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.rundir.open.resolve_run_dir`).
     """
     local, storage = resolve_run_dir(run_dir)
-    if storage is not None:
+    validate_run(config)  # before anything exists on disk
+    if storage is None:
+        with starting_run(local, resume):
+            if resume:
+                config = resolve_resume(config, local, allow_config_change)
+            trainer = Trainer(config, local, resume=resume, storage=storage)
+    else:
         storage.prepare(local, resume=resume)
         if config.replay.persist:
             for i in range(config.resources.replay_shards):
                 storage.download_chunks(shard_relpath(i), shard_directory(local, i))
-    if resume:
-        config = resolve_resume(config, local, allow_config_change)
-    trainer = Trainer(config, local, resume=resume, storage=storage)
+        if resume:
+            config = resolve_resume(config, local, allow_config_change)
+        trainer = Trainer(config, local, resume=resume, storage=storage)
     try:
         return trainer.run()
     finally:

@@ -194,6 +194,8 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} has no meta.json (incomplete write?)") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"checkpoint {meta_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+        raise CheckpointError(f"checkpoint {meta_path} is not a checkpoint manifest")
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} has format {meta.get('format')!r}; this wm_ray reads {FORMAT}"
@@ -208,6 +210,33 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     if extra:
         raise CheckpointError(f"checkpoint {path} has files not in its manifest: {sorted(extra)}")
     return meta
+
+
+def other_checkpoints(path: str | Path) -> list[str]:
+    """Names of the other checkpoints beside ``path`` that have a manifest (tags such as
+    ``best`` first, then steps newest first): what a refused checkpoint's message offers."""
+    path = Path(path)
+    root = path.parent
+    if not root.is_dir():
+        return []
+    names = [
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and p.resolve() != path.resolve() and (p / "meta.json").is_file()
+    ]
+    tags = sorted(n for n in names if not n.startswith("step-"))
+    steps = sorted((n for n in names if n.startswith("step-")), reverse=True)
+    return tags + steps
+
+
+def refused(err: CheckpointError, path: str | Path, how: str) -> CheckpointError:
+    """``err`` with the checkpoints that are there instead and ``how`` to use one (e.g.
+    ``--checkpoint NAME``)."""
+    others = other_checkpoints(path)
+    if not others:
+        return CheckpointError(f"{err}; the run has no other checkpoint")
+    shown = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+    return CheckpointError(f"{err}; other checkpoints: {shown} ({how})")
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

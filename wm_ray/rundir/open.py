@@ -6,15 +6,26 @@ a local staging directory (:class:`~wm_ray.rundir.sync.RunStorage` keeps the two
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from wm_ray.config import Config
-from wm_ray.config_io import ConfigError, diff, from_dict, load_config
+from wm_ray.config_io import ConfigError, diff, from_dict, load_config, read_yaml
 from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.paths import is_uri, staging_dir
 from wm_ray.rundir.sync import RunStorage
 
-RESUMABLE_KEYS = {"run.steps", "run.run_dir", "logging.progress", "resources.address"}
+RESUMABLE_KEYS = {
+    "run.steps",
+    "run.run_dir",
+    "logging.progress",
+    "logging.progress_every",
+    "resources.address",
+}
 """Keys a ``--resume`` may change without ``--allow-config-change``."""
 
 
@@ -35,12 +46,11 @@ def load_run_config(value: str | Path) -> Config:
     """The saved ``config.yaml`` of a run given by path or URI (read remotely for a URI)."""
     if not is_uri(value):
         return load_config(value)
-    import yaml
-
     storage = RunStorage(str(value))
     if not storage.exists("config.yaml"):
         raise ConfigError(f"no config.yaml in run directory {str(value)!r}")
-    return from_dict(yaml.safe_load(storage.read_text("config.yaml")) or {})
+    text = storage.read_text("config.yaml")
+    return from_dict(read_yaml(Path("config.yaml"), f"run config of {value}", text))
 
 
 def open_checkpoint(
@@ -62,8 +72,29 @@ def open_checkpoint(
     path = ckpt.find_checkpoint(local, which)
     if path is None:
         raise ckpt.CheckpointError(f"{run_dir} has no checkpoint {which!r} to {purpose}")
-    ckpt.verify_checkpoint(path)
+    try:
+        ckpt.verify_checkpoint(path)
+    except ckpt.CheckpointError as err:
+        raise ckpt.refused(err, path, "pick one with --checkpoint NAME") from None
     return (local, storage), config, path
+
+
+def resume_checkpoint(run_dir: Path, shown: str) -> tuple[Path, dict[str, Any]]:
+    """``(path, verified run state)`` of the checkpoint ``latest`` names, for ``--resume``.
+
+    Raises:
+        ConfigError: the run has no checkpoint.
+        CheckpointError: it is incomplete or corrupt (the message lists the others and how to
+            resume from one).
+    """
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError(f"--resume: {shown} has no checkpoint to resume from")
+    try:
+        return path, ckpt.load_state(path)
+    except ckpt.CheckpointError as err:
+        how = f"to resume from one, write its name into {shown}/checkpoints/latest"
+        raise ckpt.refused(err, path, how) from None
 
 
 def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Config:
@@ -81,11 +112,67 @@ def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Conf
     return requested
 
 
+RUN_FILES = ("config.yaml", "checkpoints", "metrics.jsonl", "replay", "tb", "summary.json")
+"""What a run directory holds; any one of them means a run is there."""
+
+
+def check_fresh_run_dir(local: Path, shown: str | None = None) -> None:
+    """Refuse to start a new run in a directory that holds one (``train`` without ``--resume``
+    would mix the two: metrics, TensorBoard events, checkpoints and ``latest``).
+
+    Raises:
+        ConfigError: naming the directory, what is in it, and both ways out.
+    """
+    shown = shown or str(local)
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"--run-dir {shown} is a file, not a directory; choose another --run-dir")
+    existing = next((p for p in (local, *local.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--run-dir {shown}: {existing} is a file; choose another --run-dir")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--run-dir {shown}: {existing} is not writable (read-only file system or no "
+            "permission); choose another --run-dir"
+        )
+    found = [name for name in RUN_FILES if (local / name).exists()]
+    if not found:
+        return
+    pointer = local / "checkpoints" / "latest"
+    latest = pointer.read_text().strip() if pointer.is_file() else None
+    what = ", ".join(found) + (f"; latest checkpoint {latest}" if latest else "")
+    raise ConfigError(
+        f"--run-dir {shown} already holds a run ({what}); continue it with "
+        f"'wm-ray train --run-dir {shown} --resume', or start a new one in another --run-dir "
+        f"(or remove {shown} first)"
+    )
+
+
+@contextmanager
+def starting_run(local: Path, resume: bool, shown: str | None = None) -> Iterator[None]:
+    """The start of a run in ``local``: a new run refuses a directory that holds one
+    (:func:`check_fresh_run_dir`), and a new run that fails before its first checkpoint removes
+    the directory it created, so a failed start leaves nothing half-made."""
+    if not resume:
+        check_fresh_run_dir(local, shown)
+    created = not local.exists()
+    try:
+        yield
+    except BaseException:
+        kept = (local / "checkpoints" / "latest").exists()
+        if created and not resume and local.is_dir() and not kept:
+            shutil.rmtree(local, ignore_errors=True)
+        raise
+
+
 __all__ = [
     "RESUMABLE_KEYS",
+    "RUN_FILES",
     "RunStorage",
+    "check_fresh_run_dir",
     "load_run_config",
     "open_checkpoint",
     "resolve_resume",
     "resolve_run_dir",
+    "resume_checkpoint",
+    "starting_run",
 ]

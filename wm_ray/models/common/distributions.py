@@ -29,6 +29,21 @@ def _straight_through(hard: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return hard + (probs - probs.detach())
 
 
+def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Class indices ``(...)`` (int64) drawn from ``probs (..., K)`` (unnormalized is fine) by
+    inverse CDF: one uniform number per row, where ``torch.multinomial`` draws K. Unlike
+    ``torch.multinomial`` it never raises on NaN or inf probabilities (a diverging model): it
+    returns some class, the losses of that update turn non-finite, and the update is skipped and
+    counted (``counters/nonfinite_updates``) instead of the run dying inside torch."""
+    detached = probs.detach()
+    uniform = torch.rand(
+        (*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=detached.dtype
+    )
+    cdf = detached.cumsum(-1)
+    index = (cdf < uniform * cdf[..., -1:]).sum(-1)
+    return index.clamp_(max=probs.shape[-1] - 1)
+
+
 class OneHotCategorical:
     """A unimix categorical over the last axis of ``logits (..., K)``.
 
@@ -61,8 +76,7 @@ class OneHotCategorical:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A one-hot sample ``(..., K)``; gradients flow to the probabilities (straight-through)."""
-        flat = self.probs.detach().reshape(-1, self.classes)
-        index = torch.multinomial(flat, 1, generator=generator).reshape(self.probs.shape[:-1])
+        index = sample_index(self.probs.detach(), generator)
         return _straight_through(F.one_hot(index, self.classes).to(self.probs), self.probs)
 
     def mode(self) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from wm_ray import metrics as M
+from wm_ray.models.common.distributions import sample_index
 from wm_ray.models.common.returns import lambda_returns
 
 
@@ -56,9 +57,7 @@ def sample_logits(
     """Indices ``(...)`` drawn from ``softmax(logits / temperature)``; argmax at temperature 0."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=gen).view(probs.shape[:-1])
+    return sample_index(torch.softmax(logits.float() / temperature, -1), gen)
 
 
 @dataclass

@@ -95,8 +95,13 @@ class ReturnNormalizer(nn.Module):
         """
         x = all_gather_cat(returns.detach().float().flatten())
         q = torch.quantile(x, torch.tensor(self.quantiles, device=x.device))
-        self.low.mul_(self.decay).add_((1.0 - self.decay) * q[0])
-        self.high.mul_(self.decay).add_((1.0 - self.decay) * q[1])
+        # A non-finite batch (a diverging update, skipped by the optimizers) leaves the EMAs
+        # as they were instead of poisoning every later update; no device sync.
+        finite = torch.isfinite(q).all()
+        low = self.low * self.decay + (1.0 - self.decay) * q[0]
+        high = self.high * self.decay + (1.0 - self.decay) * q[1]
+        self.low.copy_(torch.where(finite, low, self.low))
+        self.high.copy_(torch.where(finite, high, self.high))
 
     @property
     def offset(self) -> torch.Tensor:

@@ -14,9 +14,10 @@ own settings (Hafner et al. 2023, hyperparameter table) at size S, and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from wm_ray.models.rssm.config import RSSMConfig
+from wm_ray.types import Ranges
 
 if TYPE_CHECKING:  # wm_ray.config builds its ``dreamer`` section from this module
     from wm_ray.config import ReplayConfig, RunConfig
@@ -29,6 +30,7 @@ __all__ = [
     "RSSMConfig",
     "RootConfig",
     "check_config",
+    "validate",
 ]
 
 
@@ -55,6 +57,11 @@ class LossConfig:
 @dataclass(frozen=True)
 class ActorCriticConfig:
     """Behavior learning in imagination (DreamerV3 sec. 3)."""
+
+    RANGES: ClassVar[Ranges] = {
+        **dict.fromkeys(("gamma", "lam", "actor_unimix", "slow_critic_fraction"), (0, 1)),
+        **{"retnorm_decay": (0, 1), "retnorm_low": (0, 100), "retnorm_high": (0, 100)},
+    }
 
     horizon: int = 30
     """Imagined steps from every posterior state of a batch (DreamerV3: 15)."""
@@ -128,6 +135,8 @@ class OptimConfig:
 class DreamerConfig:
     """The ``dreamer`` section: sizes of the networks plus the nested sections above."""
 
+    RANGES: ClassVar[Ranges] = {"layers": (0, None)}
+
     units: int = 128
     """Width of every MLP (vector encoder and decoder, reward, continue, actor, critic)."""
     layers: int = 1
@@ -161,6 +170,11 @@ class RootConfig(Protocol):
 
     @property
     def dreamer(self) -> DreamerConfig: ...
+
+
+def validate(config: RootConfig) -> None:
+    """The registry's validator: :func:`check_config` of the root config's section."""
+    check_config(config.dreamer)
 
 
 def check_config(config: DreamerConfig) -> None:

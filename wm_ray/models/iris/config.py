@@ -11,7 +11,9 @@ The agent reads ``config.iris``, ``config.run.seed``, ``config.run.device``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+from wm_ray.types import Ranges
 
 if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``iris`` section
     from wm_ray.config import ReplayConfig, RunConfig
@@ -20,6 +22,11 @@ if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``iris`` secti
 @dataclass(frozen=True)
 class TokenizerConfig:
     """The discrete autoencoder: frames -> a grid of ``tokens`` codes from ``vocab`` entries."""
+
+    RANGES: ClassVar[Ranges] = {
+        **dict.fromkeys(("res_blocks", "dead_code_every", "batch_frames"), (0, None)),
+        "ema_decay": (0, 1),
+    }
 
     vocab: int = 512
     """Codebook entries."""
@@ -62,6 +69,8 @@ class TokenizerConfig:
 class WorldModelConfig:
     """The GPT-style transformer over ``[z_t^1 .. z_t^K, a_t]`` blocks."""
 
+    RANGES: ClassVar[Ranges] = {"dropout": (0, 1)}
+
     layers: int = 10
     heads: int = 4
     embed_dim: int = 256
@@ -82,6 +91,13 @@ class WorldModelConfig:
 @dataclass(frozen=True)
 class ActorCriticConfig:
     """CNN + LSTM actor-critic trained in imagination on reconstructed frames."""
+
+    RANGES: ClassVar[Ranges] = {
+        "burn_in": (0, None),
+        "gamma": (0, 1),
+        "lam": (0, 1),
+        "epsilon": (0, 1),
+    }
 
     cnn_depth: int = 32
     """Channels of the four conv + max-pool stages: d, d, 2d, 2d."""
@@ -111,6 +127,8 @@ class ScheduleConfig:
     trains on every update. IRIS starts them after 5 / 25 / 50 epochs of 200 steps, i.e. after
     0 / 4,000 / 9,000 updates counted from the first one (its replay starts after 1,000 steps)."""
 
+    RANGES: ClassVar[Ranges] = {"world_model": (0, None), "actor_critic": (0, None)}
+
     tokenizer: int = 0
     world_model: int = 4_000
     actor_critic: int = 9_000
@@ -137,6 +155,11 @@ class RootConfig(Protocol):
 
     @property
     def iris(self) -> IrisConfig: ...
+
+
+def validate(config: RootConfig) -> None:
+    """The registry's validator: :func:`check_config` of the root config's section."""
+    check_config(config.iris, config.replay.seq_len)
 
 
 def check_config(config: IrisConfig, seq_len: int | None = None) -> None:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm_ray.models.common import TwoHot
+from wm_ray.models.common.distributions import sample_index
 from wm_ray.models.iris.config import WorldModelConfig
 
 
@@ -301,7 +302,7 @@ class WorldModel(nn.Module):
         """A reward per row of ``logits``: a sampled sign class (-1, 0, 1) or the two-hot mean."""
         if self.twohot is None:
             probs = logits.float().softmax(-1)
-            return torch.multinomial(probs, 1, generator=gen).squeeze(-1).float() - 1.0
+            return sample_index(probs, gen).float() - 1.0
         return self.twohot.decode(logits)
 
     def reward_loss(self, logits: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:

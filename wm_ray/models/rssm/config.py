@@ -4,12 +4,16 @@ every RSSM family's config (``dreamer.rssm``, ...)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
+
+from wm_ray.types import Ranges
 
 
 @dataclass(frozen=True)
 class RSSMConfig:
     """The recurrent state-space model: a normalized GRU plus stochastic latents."""
+
+    RANGES: ClassVar[Ranges] = {"unimix": (0, 1)}
 
     latent: Literal["categorical", "gaussian"] = "categorical"
     """categorical: DreamerV3's groups x classes one-hots; gaussian: Dream to Control's (v1)."""

@@ -15,6 +15,7 @@ from typing import TypeAlias
 import torch
 
 from wm_ray.models.common import CategoricalLatent
+from wm_ray.models.common.distributions import sample_index
 
 
 def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -36,12 +37,8 @@ def sample_onehot_index(
     Without a gradient to ``probs`` the one-hot is returned as is (the straight-through term
     ``probs - probs`` is exactly zero in the forward pass).
     """
-    classes = probs.shape[-1]
     detached = probs.detach()
-    uniform = torch.rand(
-        (*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=detached.dtype
-    )
-    index = (detached.cumsum(-1) < uniform).sum(-1, keepdim=True).clamp_(max=classes - 1)
+    index = sample_index(detached, generator).unsqueeze(-1)
     hard = torch.zeros_like(detached).scatter_(-1, index, 1.0)
     if probs.requires_grad:
         hard = hard + (probs - detached)
