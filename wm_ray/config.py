@@ -181,6 +181,10 @@ class ResourcesConfig:
     address: str | None = None
     """Ray address: None starts an embedded local cluster; ``auto`` joins a running one."""
     namespace: str = "wm_ray"
+    task_events: bool = False
+    """Record Ray task events of the run's actor calls (``ray list tasks``, the dashboard's
+    timeline). Off by default: the GCS keeps ~3 KiB per call, which grows by ~60 MiB an hour
+    on the default run (benchmarks/soak.py)."""
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,14 @@ def test_the_learner_benchmark_times_iris_at_its_own_sequence_length() -> None:
     paper = iris_config("paper", "cpu")
     assert (paper.replay.batch_size, paper.replay.seq_len) == (64, 20)
     assert iris_config("debug", "cpu").replay.seq_len == 8
+
+
+def test_actors_record_no_ray_task_events_unless_asked() -> None:
+    """Task events grow the GCS by ~60 MiB an hour on the default run (benchmarks/soak.py):
+    off by default, on with ``resources.task_events=true``."""
+    from wm_ray.actors.naming import actor_options
+
+    default = actor_options(build_config([], []), "learner", 0, "", num_cpus=1)
+    assert default["enable_task_events"] is False and default["num_cpus"] == 1
+    on = actor_options(build_config([], ["resources.task_events=true"]), "learner", 0, "")
+    assert on["enable_task_events"] is True

@@ -41,12 +41,14 @@ def actor_options(
     config: Config, kind: str, index: int | None, prefix: str, **resources: Any
 ) -> dict[str, Any]:
     """The Ray options of one actor: its name, the run's namespace, the thread environment
-    (:data:`THREAD_ENV`) and ``resources`` (``num_cpus``, ``num_gpus``)."""
+    (:data:`THREAD_ENV`), task events per ``resources.task_events`` and ``resources``
+    (``num_cpus``, ``num_gpus``)."""
     env = {key: os.environ.get(key, value) for key, value in THREAD_ENV.items()}
     return {
         "name": actor_name(prefix, kind, index),
         "namespace": config.resources.namespace,
         "runtime_env": {"env_vars": env},
+        "enable_task_events": config.resources.task_events,
         **resources,
     }
 
