@@ -1,16 +1,24 @@
-"""Learner speed per family: updates/s per size preset, and where an update's time goes.
+"""Learner speed per family: updates/s per size preset and learner mode, and where an update's
+time goes.
 
-    python benchmarks/learner_bench.py [--families dreamer iris] [--sizes debug xs]
-                                       [--obs vector image] [--iris-sizes debug] [--repeats 3]
+    python benchmarks/learner_bench.py [--families dreamer iris] [--sizes debug xs jax12m]
+        [--obs vector image] [--modes eager compiled captured] [--precision fp32 bf16]
+        [--iris-sizes debug] [--repeats 3]
 
 Results: ``learner.json`` (Dreamer) and ``learner_iris.json`` (IRIS) in the machine's folder.
 
-For each size and observation kind, one update (world model + actor-critic in imagination) on a
-fixed B16 x T64 batch is timed after warm-up; the agent reports its world-model and actor-critic
-seconds. Baseline, measured in the same run: one forward + backward + Adam step of a plain MLP
-with the same parameter count on the same B*T rows, a dense-compute floor for an update of that
-size. ``ratio_to_dense_floor`` = update time / baseline time shows the cost of the recurrence,
-imagination and many small ops. CPU by default; on a GPU also sizes m and l.
+For each size, observation kind and precision, one update (world model + actor-critic in
+imagination) on a fixed B16 x T64 batch is timed after warm-up (size ``default``: the ``make
+run`` configuration at its own batch); the agent reports its world-model and actor-critic
+seconds. Baselines, measured in the same run: the eager update (for ``compiled``, the whole
+update under ``torch.compile``, and ``captured``, that update as CUDA graphs on a GPU), and
+one forward + backward + Adam step of a plain MLP with the same parameter count on the same
+B*T rows, a dense-compute floor for an update of that size (``ratio_to_dense_floor`` shows the
+cost of the recurrence, imagination and many small ops). One more update of each mode runs
+under ``torch.profiler``: operator calls (``aten::`` ops; the compiled graphs run as generated
+kernels instead), CUDA kernels, launches (a CUDA-graph replay is one) and the GPU's busy
+share of the update. Sizes ``jax1m`` / ``jax12m`` / ``jax50m`` match danijar/dreamerv3's
+size1m / 12m / 50m. CPU by default; on a GPU also sizes m and l.
 
 IRIS: one update with all three parts active (tokenizer, world model, actor-critic in
 imagination; ``iris.start.*`` = 0) on 64x64 Atari-like frames at the preset's own batch
@@ -36,6 +44,7 @@ from benchmarks.common import median, write_result
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
 from wm_ray.factory import create_model
+from wm_ray.models.common.device import synchronize
 
 B, T = 16, 64
 
@@ -48,18 +57,19 @@ def spaces(obs: str) -> tuple[gym.spaces.Dict, gym.Space]:
     return gym.spaces.Dict({"vector": vector}), gym.spaces.Discrete(2)
 
 
-def fake_batch(obs: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def fake_batch(obs: str, rng: np.random.Generator, b: int = B, t: int = T) -> dict[str, np.ndarray]:
+    """A random ``(b, t)`` batch of ``obs`` observations (``image`` 64x64x3 or ``vector`` 4)."""
     batch: dict[str, np.ndarray] = {
-        "action": rng.integers(0, 2, (B, T)),
-        "reward": rng.normal(size=(B, T)).astype(np.float32),
-        "is_first": np.zeros((B, T), bool),
-        "is_last": np.zeros((B, T), bool),
-        "is_terminal": rng.random((B, T)) < 0.01,
+        "action": rng.integers(0, 2, (b, t)),
+        "reward": rng.normal(size=(b, t)).astype(np.float32),
+        "is_first": np.zeros((b, t), bool),
+        "is_last": np.zeros((b, t), bool),
+        "is_terminal": rng.random((b, t)) < 0.01,
     }
     if obs == "image":
-        batch["image"] = rng.integers(0, 255, (B, T, 64, 64, 3), dtype=np.uint8)
+        batch["image"] = rng.integers(0, 255, (b, t, 64, 64, 3), dtype=np.uint8)
     else:
-        batch["vector"] = rng.normal(size=(B, T, 4)).astype(np.float32)
+        batch["vector"] = rng.normal(size=(b, t, 4)).astype(np.float32)
     return batch
 
 
@@ -87,26 +97,90 @@ def dense_floor(params: int, device: str, repeats: int, rows: int = B * T) -> fl
     return median(times)
 
 
+MODES: dict[str, list[str]] = {
+    "eager": ["run.compile=false"],
+    "compiled": ["run.compile=true"],
+    "captured": ["run.compile=true", "run.compile_mode=reduce-overhead"],
+}
+"""Learner modes: eager (the reference), the compiled update, and the compiled update captured
+as CUDA graphs (GPU only)."""
+
+JAX_SIZES: dict[str, list[str]] = {
+    name: [
+        f"dreamer.rssm.deter={deter}",
+        f"dreamer.rssm.hidden={hidden}",
+        f"dreamer.rssm.classes={classes}",
+        "dreamer.rssm.stoch=32",
+        f"dreamer.cnn_depth={depth}",
+        f"dreamer.units={units}",
+        "dreamer.layers=3",
+    ]
+    for name, (deter, hidden, classes, depth, units) in {
+        "jax1m": (512, 64, 4, 4, 64),
+        "jax12m": (2048, 256, 16, 16, 256),
+        "jax50m": (4096, 512, 32, 32, 512),
+    }.items()
+}
+"""Sizes matched to danijar/dreamerv3's ``size1m`` / ``size12m`` / ``size50m`` presets (on top of
+the ``dreamer`` preset), for comparison with JAX DreamerV3's update times at B16 x T64."""
+
+LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch")
+"""CUDA runtime calls that each launch work on the GPU (a graph replay is one launch)."""
+
+
+def dreamer_config(size: str, device: str, run: list[str]) -> Config:
+    """``default`` is the ``make run`` configuration at its own batch; the other sizes are
+    the ``dreamer`` preset at a size preset (or a :data:`JAX_SIZES` entry), at B16 x T64."""
+    overrides = [f"run.device={device}", *run]
+    if size == "default":
+        return build_config([], overrides)
+    presets = ["dreamer"] + ([] if size in JAX_SIZES else [f"size_{size}"])
+    batch = [f"replay.batch_size={B}", f"replay.seq_len={T}"]
+    return build_config(presets, [*batch, *JAX_SIZES.get(size, []), *overrides])
+
+
+def count_update(agent: Any, batch: dict[str, np.ndarray], state: Any) -> dict[str, Any]:
+    """Operator calls (CPU), CUDA kernels, launches and busy seconds of one profiled update."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if agent.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        agent.train(batch, state)
+        synchronize(agent.device)
+    events = prof.events()
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    busy_us, reach = 0.0, float("-inf")
+    for begin, end in spans:  # the union of the kernels' intervals
+        busy_us += max(0.0, end - max(begin, reach))
+        reach = max(reach, end)
+    return {
+        "op_calls": sum(1 for e in events if e.name.startswith("aten::")),
+        "cuda_kernels": len(kernels),
+        "cuda_launches": sum(1 for e in events if e.name.startswith(LAUNCH_APIS)),
+        "gpu_busy_s": busy_us / 1e6,
+    }
+
+
 def time_updates(
-    size: str, obs: str, device: str, repeats: int, compile: bool
-) -> tuple[Any, list[float], list[float], list[float], float]:
-    """(agent, update seconds, world-model seconds, actor-critic seconds, warm-up seconds)."""
-    config = build_config(
-        ["dreamer", f"size_{size}"],
-        [
-            f"run.device={device}",
-            f"run.compile={str(compile).lower()}",
-            f"replay.batch_size={B}",
-            f"replay.seq_len={T}",
-        ],
-    )
+    size: str, obs: str, device: str, repeats: int, run: list[str]
+) -> tuple[Any, list[float], list[float], list[float], float, dict[str, Any]]:
+    """(agent, update seconds, world-model seconds, actor-critic seconds, warm-up seconds,
+    counts of one profiled update)."""
+    config = dreamer_config(size, device, run)
     obs_space, act_space = spaces(obs)
     agent = create_model("dreamer", obs_space, act_space, config)
-    batch = fake_batch(obs, np.random.default_rng(0))
-    state = agent.init_train(B)
+    batch = fake_batch(
+        obs, np.random.default_rng(0), config.replay.batch_size, config.replay.seq_len
+    )
+    state = agent.init_train(config.replay.batch_size)
     start = time.perf_counter()
-    for _ in range(2):  # with compile: the compilation happens here
+    for _ in range(3):  # compiled: the compilation; captured: recording the CUDA graphs
         state, _ = agent.train(batch, state)
+    synchronize(agent.device)
     warmup = time.perf_counter() - start
     totals, wm, ac = [], [], []
     for _ in range(repeats):
@@ -115,38 +189,69 @@ def time_updates(
         totals.append(time.perf_counter() - start)
         wm.append(metrics["time/world_model"])
         ac.append(metrics["time/actor_critic"])
-    return agent, totals, wm, ac, warmup
+    counts = count_update(agent, batch, state)
+    return agent, totals, wm, ac, warmup, counts
 
 
-def bench(size: str, obs: str, device: str, repeats: int, compile: bool = False) -> dict[str, Any]:
-    agent, totals, wm, ac, _ = time_updates(size, obs, device, repeats, compile=False)
+def bench(
+    size: str,
+    obs: str,
+    device: str,
+    repeats: int,
+    modes: list[str],
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """One size: the eager update and the dense floor, then each other mode in the same run."""
+    run = [f"run.precision={precision}"] + (
+        ["run.channels_last=true"] if precision == "bf16" else []
+    )
+    agent, totals, wm, ac, _, counts = time_updates(
+        size, obs, device, repeats, run + MODES["eager"]
+    )
+    config = agent.config
+    b, t = config.replay.batch_size, config.replay.seq_len
     params = agent.param_counts()["total"]
     update = median(totals)
-    floor = dense_floor(params, device, repeats)
-    row = {
+    floor = dense_floor(params, device, repeats, rows=b * t)
+    row: dict[str, Any] = {
         "family": "dreamer",
         "size": size,
         "obs": obs,
         "device": device,
+        "precision": precision,
+        "batch": [b, t],
         "params": params,
         "update_s": update,
         "updates_per_s": 1.0 / update,
-        "replayed_steps_per_s": B * T / update,
+        "replayed_steps_per_s": b * t / update,
         "world_model_s": median(wm),
         "actor_critic_s": median(ac),
         "world_model_share": median(wm) / (median(wm) + median(ac)),
         "dense_floor_s": floor,
         "ratio_to_dense_floor": update / floor,
+        "modes": {"eager": {"update_s": update, **counts, "gpu_busy_share": 0.0}},
     }
-    if compile:  # run.compile=true, timed after the eager agent in the same run
-        _, totals, wm, ac, warmup = time_updates(size, obs, device, repeats, compile=True)
-        row.update(
-            compiled_update_s=median(totals),
-            compiled_world_model_s=median(wm),
-            compiled_actor_critic_s=median(ac),
-            compile_warmup_s=warmup,
-            compile_speedup=update / median(totals),
+    row["modes"]["eager"]["gpu_busy_share"] = counts["gpu_busy_s"] / update
+    for mode in modes:
+        if mode == "eager" or (mode == "captured" and not device.startswith("cuda")):
+            continue  # CUDA graphs need a GPU
+        _, totals, wm, ac, warmup, counts = time_updates(
+            size, obs, device, repeats, run + MODES[mode]
         )
+        seconds = median(totals)
+        row["modes"][mode] = {
+            "update_s": seconds,
+            "world_model_s": median(wm),
+            "actor_critic_s": median(ac),
+            "warmup_s": warmup,
+            "speedup": update / seconds,
+            **counts,
+            "gpu_busy_share": counts["gpu_busy_s"] / seconds,
+        }
+        if mode == "compiled":  # the fields the expected-speed table has read since issue 7
+            row.update(
+                compiled_update_s=seconds, compile_warmup_s=warmup, compile_speedup=update / seconds
+            )
     return row
 
 
@@ -208,48 +313,56 @@ def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    gpu = torch.cuda.is_available()
-    parser.add_argument("--families", nargs="+", default=["dreamer", "iris"],
-                        choices=["dreamer", "iris"])  # fmt: skip
-    parser.add_argument("--sizes", nargs="+", default=["debug", "xs", "s", "m", "l"] if gpu
-                        else ["debug", "xs"])  # fmt: skip
-    parser.add_argument("--obs", nargs="+", default=["vector", "image"])
-    parser.add_argument("--iris-sizes", nargs="+", default=["debug", "paper"] if gpu
-                        else ["debug"], choices=["debug", "paper"])  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--compile", action="store_true", help="also time run.compile=true (torch.compile)"
+def summary_line(row: dict[str, Any]) -> str:
+    b, t = row["batch"]
+    line = (
+        f"dreamer {row['size']:6s} {row['obs']:6s} {row['precision']} B{b}xT{t} "
+        f"{row['params']:>11,} params  {row['update_s'] * 1e3:8.1f} ms/update  "
+        f"{row['ratio_to_dense_floor']:5.1f}x dense floor"
     )
-    parser.add_argument("--device", default="cuda" if gpu else "cpu")
-    parser.add_argument("--out", type=Path, default=None, help="Dreamer JSON path")
-    args = parser.parse_args()
-    setup = {
-        "batch": [B, T],
-        "repeats": args.repeats,
-        "device": args.device,
-        "compile": args.compile,
-    }
+    for mode, m in row["modes"].items():
+        launches = f", {m['cuda_launches']:,} launches" if m["cuda_kernels"] else ""
+        line += (
+            f"\n    {mode:8s} {m['update_s'] * 1e3:8.1f} ms  {m['op_calls']:,} op calls{launches}"
+        )
+        if mode != "eager":
+            line += f"  {m['speedup']:.2f}x eager (warm-up {m['warmup_s']:.0f} s)"
+    return line
+
+
+def parser() -> argparse.ArgumentParser:
+    gpu = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", nargs="+", default=["dreamer", "iris"],
+                   choices=["dreamer", "iris"])  # fmt: skip
+    p.add_argument("--sizes", nargs="+", default=["debug", "xs", "s", "m", "l"] if gpu
+                   else ["debug", "xs"],
+                   choices=["default", "debug", "xs", "s", "m", "l", "xl", *JAX_SIZES])  # fmt: skip
+    p.add_argument("--obs", nargs="+", default=["vector", "image"], choices=["vector", "image"])
+    p.add_argument("--iris-sizes", nargs="+", default=["debug", "paper"] if gpu
+                   else ["debug"], choices=["debug", "paper"])  # fmt: skip
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", nargs="+", default=["eager"], choices=list(MODES),
+                   help="learner modes timed after eager in the same run")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="the same as --modes eager compiled")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    p.add_argument("--device", default="cuda" if gpu else "cpu")
+    p.add_argument("--out", type=Path, default=None, help="Dreamer JSON path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    modes = list(dict.fromkeys(["eager", *args.modes, *(["compiled"] if args.compile else [])]))
+    setup = {"batch": [B, T], "repeats": args.repeats, "device": args.device, "modes": modes}
     if "dreamer" in args.families:
         rows = []
         for size in args.sizes:
             for obs in args.obs:
-                row = bench(size, obs, args.device, args.repeats, args.compile)
-                rows.append(row)
-                print(
-                    f"dreamer {size:5s} {obs:6s} {row['params']:>11,} params  "
-                    f"{row['updates_per_s']:7.2f} updates/s  wm {row['world_model_s'] * 1e3:7.1f} "
-                    f"ms  ac {row['actor_critic_s'] * 1e3:7.1f} ms  "
-                    f"{row['ratio_to_dense_floor']:5.1f}x dense floor"
-                    + (
-                        f"  compiled {row['compile_speedup']:.2f}x "
-                        f"(warm-up {row['compile_warmup_s']:.0f} s)"
-                        if args.compile
-                        else ""
-                    ),
-                    flush=True,
-                )
+                for precision in args.precision:
+                    row = bench(size, obs, args.device, args.repeats, modes, precision)
+                    rows.append(row)
+                    print(summary_line(row), flush=True)
         path = write_result("learner", {"setup": setup, "results": rows}, args.out)
         print(f"wrote {path}")
     if "iris" in args.families:

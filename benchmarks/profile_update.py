@@ -30,8 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_tag, median, write_result
-from benchmarks.learner_bench import B, T, fake_batch, spaces
-from wm_ray.config_io import build_config
+from benchmarks.learner_bench import JAX_SIZES, B, T, dreamer_config, fake_batch, spaces
 from wm_ray.factory import create_model
 from wm_ray.models.common.data import batch_tensors
 from wm_ray.models.common.device import synchronize
@@ -88,13 +87,11 @@ def phased_update(agent: Any, batch: dict[str, np.ndarray]) -> list[float]:
 
 
 def profile_size(size: str, obs: str, device: str, repeats: int, top: int) -> dict[str, Any]:
-    config = build_config(
-        ["dreamer", f"size_{size}"],
-        [f"run.device={device}", f"replay.batch_size={B}", f"replay.seq_len={T}"],
-    )
+    config = dreamer_config(size, device, [])
     obs_space, act_space = spaces(obs)
     agent = create_model("dreamer", obs_space, act_space, config)
-    batch = fake_batch(obs, np.random.default_rng(0))
+    b, t = config.replay.batch_size, config.replay.seq_len
+    batch = fake_batch(obs, np.random.default_rng(0), b, t)
     for _ in range(2):
         agent.train(batch, None)
     runs = [phased_update(agent, batch) for _ in range(repeats)]
@@ -177,15 +174,20 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
     gpu = torch.cuda.is_available()
-    parser.add_argument("--sizes", nargs="+", default=["debug", "xs"] + (["s", "m"] if gpu else []))
-    parser.add_argument("--obs", default="vector", choices=["vector", "image"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--top", type=int, default=15, help="operators listed per size")
-    parser.add_argument("--device", default="cuda" if gpu else "cpu")
-    args = parser.parse_args()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", nargs="+", default=["debug", "xs"] + (["s", "m"] if gpu else []),
+                   choices=["default", "debug", "xs", "s", "m", "l", "xl", *JAX_SIZES])  # fmt: skip
+    p.add_argument("--obs", default="vector", choices=["vector", "image"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--top", type=int, default=15, help="operators listed per size")
+    p.add_argument("--device", default="cuda" if gpu else "cpu")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     rows = []
     for size in args.sizes:
         row = profile_size(size, args.obs, args.device, args.repeats, args.top)

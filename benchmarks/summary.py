@@ -38,24 +38,57 @@ def _ms(seconds: float) -> str:
     return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
 
 
+MODE_NAMES = {
+    "compiled": "`run.compile=true`",
+    "captured": "`run.compile=true run.compile_mode=reduce-overhead` (CUDA graphs)",
+}
+
+
+def _counts(mode: dict[str, Any]) -> str:
+    """Operator calls, and on a GPU kernels, launches and busy share, of one update."""
+    text = f"{mode['op_calls']:,} op calls"
+    if mode.get("cuda_kernels"):
+        text = (
+            f"{mode['cuda_kernels']:,} kernels, {mode['cuda_launches']:,} launches, "
+            f"GPU busy {mode['gpu_busy_share']:.0%}"
+        )
+    return text
+
+
 def learner_rows(data: dict[str, Any]) -> list[Row]:
     rows = []
     for r in data["results"]:
         b, t = r.get("batch") or data["setup"]["batch"]
         family = {"dreamer": "Dreamer", "iris": "IRIS"}[r.get("family", "dreamer")]
+        precision = f", {r['precision']}" if r.get("precision", "fp32") != "fp32" else ""
         what = (
-            f"{family} update, size `{r['size']}` ({r['params'] / 1e6:.2f}M), {r['obs']}, B{b}xT{t}"
+            f"{family} update, size `{r['size']}` ({r['params'] / 1e6:.2f}M), {r['obs']}, "
+            f"B{b}xT{t}{precision}"
         )
+        modes = r.get("modes", {})
         figure = (
             f"{_ms(r['update_s'])} ({r['updates_per_s']:.2f} upd/s, "
-            f"{_n(r['replayed_steps_per_s'])} replayed steps/s)"
+            f"{_n(r['replayed_steps_per_s'])} replayed steps/s"
+            + (f"; {_counts(modes['eager'])})" if "eager" in modes else ")")
         )
         baseline = f"dense fwd+bwd+Adam, same params and rows: {_ms(r['dense_floor_s'])}"
         rows.append((what, figure, baseline, f"{r['update_s'] / r['dense_floor_s']:.1f}x"))
-        if "compiled_update_s" in r:
+        for name, mode in modes.items():
+            if name == "eager":
+                continue
             rows.append(
                 (
-                    f"{what}, `run.compile=true`",
+                    f"{what}, {MODE_NAMES[name]}",
+                    f"{_ms(mode['update_s'])} ({_counts(mode)}; first three updates "
+                    f"{mode['warmup_s']:.0f} s: compilation)",
+                    f"eager: {_ms(r['update_s'])}",
+                    f"{mode['speedup']:.2f}x",
+                )
+            )
+        if "compiled_update_s" in r and not modes:  # results written before the modes
+            rows.append(
+                (
+                    f"{what}, `run.compile=true` (per-step compile)",
                     f"{_ms(r['compiled_update_s'])} (first two updates "
                     f"{r['compile_warmup_s']:.0f} s: compilation)",
                     f"eager: {_ms(r['update_s'])}",

@@ -42,11 +42,17 @@ class RunConfig:
     device: str = "auto"
     """Torch device for learners: auto, cpu, cuda, cuda:N."""
     compile: bool = False
-    """``torch.compile`` the model's per-step functions (Dreamer: the RSSM's GRU step and
-    latent heads), which fuses their many small ops; costs a compile at the first update."""
+    """``torch.compile`` the learner's whole update (Dreamer: the world-model loss with its
+    observe loop, and imagination with the actor and critic losses, each one graph with its
+    backward pass; fused optimizer steps) and the acting agents' per-step functions. Costs a
+    compile of a few minutes at the first update (cached on disk for later runs)."""
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     """``torch.compile`` mode with ``compile``: on a GPU, reduce-overhead also captures the
-    fixed-shape compiled steps as CUDA graphs (one launch per step instead of one per op)."""
+    compiled update as CUDA graphs (a few launches per update instead of one per op)."""
+    cpu_rng: bool = False
+    """Draw the agent's random numbers (latent samples, actions) from a CPU generator seeded
+    from ``run.seed`` and move them to the device: the same samples on a CPU and a GPU (the
+    CUDA-vs-CPU tests use it). Costs a host-to-device copy per draw on a GPU."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Learner compute precision: bf16 runs the forward passes under ``torch.autocast``
     (weights, optimizer states, gradients and distribution math stay float32). For GPUs with

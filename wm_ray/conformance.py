@@ -358,7 +358,7 @@ def check_refusals(spec: ModelSpec) -> None:
         if kind not in caps.actions:
             obs, act = spaces((obs_kind,), kind)
             cases.append((f"{kind} actions", obs, act, config))
-    values = {"compile": "true", "precision": "bf16", "channels_last": "true"}
+    values = {"compile": "true", "precision": "bf16", "channels_last": "true", "cpu_rng": "true"}
     for option in registry.RUN_OPTIONS:
         if option not in caps.run_options:
             obs, act = spaces((obs_kind,), caps.actions[0])

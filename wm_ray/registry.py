@@ -24,7 +24,12 @@ OBSERVATION_KINDS = ("image", "vector")
 """Observation keys of the step-dict convention (``wm_ray.types``)."""
 ACTION_KINDS = ("discrete", "continuous")
 """Discrete action spaces, and flat Box spaces in [-1, 1]."""
-RUN_OPTIONS: dict[str, Any] = {"compile": False, "precision": "fp32", "channels_last": False}
+RUN_OPTIONS: dict[str, Any] = {
+    "compile": False,
+    "precision": "fp32",
+    "channels_last": False,
+    "cpu_rng": False,
+}
 """Learner options of the ``run`` section with their defaults (``run.compile_mode`` goes with
 ``run.compile``). A family that does not list an option in ``Capabilities.run_options`` refuses
 any other value."""
@@ -85,7 +90,7 @@ MODELS: dict[str, ModelSpec] = {
             "wm_ray.models.dreamer.agent:DreamerAgent",
             "wm_ray.models.dreamer.config:DreamerConfig",
             "DreamerV3: categorical RSSM world model, actor-critic learned in imagination.",
-            Capabilities(run_options=("compile", "precision", "channels_last")),
+            Capabilities(run_options=("compile", "precision", "channels_last", "cpu_rng")),
             aliases=("dreamerv3", "rssm"),
             test_config=("debug", "size_debug"),
             validator="wm_ray.models.dreamer.config:validate",

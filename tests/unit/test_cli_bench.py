@@ -6,6 +6,7 @@ steps that are one-line `python -c` commands.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import suite  # noqa: E402
 from wm_ray import bench, cli  # noqa: E402
+from wm_ray.config_io import build_config  # noqa: E402
 
 MAKE_BENCH = [  # every benchmark step, in order
     ("replay", ["benchmarks/replay_bench.py"]),
@@ -240,3 +242,35 @@ def test_steps_get_the_makefile_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert env["RAY_USAGE_STATS_ENABLED"] == "0"
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     assert suite.child_env()["PYOPENGL_PLATFORM"] == "osmesa"
+
+
+def test_gpu_check_dry_run_names_existing_files_and_arguments_that_parse() -> None:
+    """benchmarks/gpu_check.sh runs on a GPU machine only; its dry run checks here that every
+    step's script exists and that the learner bench and the profile accept its arguments."""
+    out = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "dry run ok" in out.stdout
+    steps = [line for line in out.stdout.splitlines() if line.startswith(sys.executable)]
+    assert any("--modes eager compiled captured" in s and "jax50m" in s for s in steps)
+    assert any("--iris-sizes paper" in s for s in steps)
+
+
+def test_learner_bench_sizes_match_the_jax_presets_and_refuse_unknown_ones() -> None:
+    from benchmarks.learner_bench import dreamer_config, parser
+
+    config = dreamer_config("jax12m", "cpu", ["run.compile=true"])
+    rssm = config.dreamer.rssm
+    assert (rssm.deter, rssm.hidden, rssm.classes, rssm.stoch) == (2048, 256, 16, 32)
+    assert (config.dreamer.units, config.dreamer.layers, config.dreamer.cnn_depth) == (256, 3, 16)
+    assert (config.replay.batch_size, config.replay.seq_len, config.run.compile) == (16, 64, True)
+    default = dreamer_config("default", "cpu", [])
+    assert default.dreamer.units == build_config([], []).dreamer.units
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--sizes", "huge"])

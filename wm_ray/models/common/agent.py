@@ -53,7 +53,9 @@ class AgentBase:
         self.obs_space, self.act_space = obs_space, act_space
         self.acting = bool(acting)
         self.device = resolve_device(config.run.device)
-        self.gen = torch.Generator(self.device).manual_seed(config.run.seed)
+        # run.cpu_rng: a CPU generator whose draws are moved (wm_ray.models.common.noise)
+        where = "cpu" if config.run.cpu_rng else self.device
+        self.gen = torch.Generator(where).manual_seed(config.run.seed)
         self.updates = 0
         self.nets = nn.ModuleDict()
 

@@ -17,11 +17,12 @@ validation overhead); all math runs in float32.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
+
+from wm_ray.models.common.noise import Source, rand, randn
 
 
 def _straight_through(hard: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -29,16 +30,14 @@ def _straight_through(hard: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return hard + (probs - probs.detach())
 
 
-def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_index(probs: torch.Tensor, generator: Source = None) -> torch.Tensor:
     """Class indices ``(...)`` (int64) drawn from ``probs (..., K)`` (unnormalized is fine) by
     inverse CDF: one uniform number per row, where ``torch.multinomial`` draws K. Unlike
     ``torch.multinomial`` it never raises on NaN or inf probabilities (a diverging model): it
     returns some class, the losses of that update turn non-finite, and the update is skipped and
     counted (``counters/nonfinite_updates``) instead of the run dying inside torch."""
     detached = probs.detach()
-    uniform = torch.rand(
-        (*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=detached.dtype
-    )
+    uniform = rand((*probs.shape[:-1], 1), detached, generator)
     cdf = detached.cumsum(-1)
     index = (cdf < uniform * cdf[..., -1:]).sum(-1)
     return index.clamp_(max=probs.shape[-1] - 1)
@@ -58,23 +57,33 @@ class OneHotCategorical:
         self._raw = logits.float()
         self.unimix = unimix
         self.classes = logits.shape[-1]
+        self._probs: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None
 
-    @functools.cached_property
+    # Computed on first use and kept (plain attributes: functools.cached_property takes a
+    # lock that torch.compile cannot trace).
+    @property
     def probs(self) -> torch.Tensor:
         """``(..., K)`` probabilities after unimix (computed on first use)."""
-        if self.unimix > 0.0:
-            return (1.0 - self.unimix) * torch.softmax(self._raw, -1) + self.unimix / self.classes
-        return torch.softmax(self._raw, -1)
+        if self._probs is None:
+            probs = torch.softmax(self._raw, -1)
+            if self.unimix > 0.0:
+                probs = (1.0 - self.unimix) * probs + self.unimix / self.classes
+            self._probs = probs
+        return self._probs
 
-    @functools.cached_property
+    @property
     def logits(self) -> torch.Tensor:
         """``(..., K)`` normalized log-probabilities (computed on first use: sampling needs
         only :attr:`probs`)."""
-        if self.unimix > 0.0:
-            return torch.log(self.probs)
-        return torch.log_softmax(self._raw, -1)
+        if self._logits is None:
+            if self.unimix > 0.0:
+                self._logits = torch.log(self.probs)
+            else:
+                self._logits = torch.log_softmax(self._raw, -1)
+        return self._logits
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, generator: Source = None) -> torch.Tensor:
         """A one-hot sample ``(..., K)``; gradients flow to the probabilities (straight-through)."""
         index = sample_index(self.probs.detach(), generator)
         return _straight_through(F.one_hot(index, self.classes).to(self.probs), self.probs)
@@ -130,7 +139,7 @@ class CategoricalLatent:
         """``(..., G, C)`` probabilities (after unimix)."""
         return self.dist.probs
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, generator: Source = None) -> torch.Tensor:
         """A straight-through one-hot sample ``(..., G, C)``; flatten it with ``.flatten(-2)``."""
         return self.dist.sample(generator)
 
@@ -177,9 +186,9 @@ class BoundedNormal:
         """``(..., A)``: the mean (the eval-mode action)."""
         return self.loc
 
-    def sample(self, generator: torch.Generator | None = None, clip: bool = False) -> torch.Tensor:
+    def sample(self, generator: Source = None, clip: bool = False) -> torch.Tensor:
         """A reparameterized sample ``(..., A)``; ``clip=True`` clips it into [-1, 1] for an env."""
-        noise = torch.randn(self.loc.shape, generator=generator, device=self.loc.device)
+        noise = randn(tuple(self.loc.shape), self.loc, generator)
         action = self.loc + self.scale * noise
         return action.clamp(-1.0, 1.0) if clip else action
 

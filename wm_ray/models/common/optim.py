@@ -14,7 +14,7 @@ per optimizer.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +44,8 @@ class Optimizer:
         anneal_after: steps at the full rate (after the warmup) before the decay begins.
         skip_nonfinite: skip the update (and count it) when the gradient norm is NaN or inf;
             this costs one device sync per step.
+        fused: torch's fused AdamW and a foreach gradient norm (fewer, larger kernels; the
+            result differs from the default by float rounding only).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Optimizer:
         anneal_after: int = 0,
         skip_nonfinite: bool = True,
         no_decay: Iterable[nn.Parameter] = (),
+        fused: bool = False,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
@@ -83,7 +86,17 @@ class Optimizer:
             {"params": [p for p in self.params if id(p) in exempt], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        self.opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        # fused: one multi-tensor Adam kernel and a foreach norm for all parameters (a compiled
+        # update's optimizers); else torch's defaults (per-parameter loops on the CPU).
+        self.foreach: bool | None = True if fused else None
+        self.opt = torch.optim.AdamW(
+            groups,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            **({"fused": True} if fused else {}),
+        )
         self.steps = 0
         self.skipped = 0
 
@@ -110,15 +123,25 @@ class Optimizer:
         Returns:
             ``loss``, ``grad_norm`` (the global norm before clipping) and ``lr``, as 0-dim tensors.
         """
+        self.backward(loss)
+        return self.apply(loss)
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+        """Clear the owned gradients and backpropagate the scalar ``loss`` into them only."""
         if loss.dim() != 0:
             raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
         self.opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)
+        loss.backward(inputs=self.params, retain_graph=retain_graph)
+
+    def apply(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Update the parameters from the gradients they hold (after :meth:`backward`, or a
+        backward pass of a sum of losses that shares one graph: see ``step_together``);
+        ``loss`` only goes into the returned metrics."""
         average_gradients(self.params)  # data parallel: no-op without a process group
         if self.agc > 0:
             self._apply_agc()
         max_norm = self.clip if self.clip > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm)
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm, foreach=self.foreach)
         lr = self.current_lr()
         if self.skip_nonfinite and not bool(torch.isfinite(grad_norm)):
             self.skipped += 1
@@ -142,3 +165,21 @@ class Optimizer:
         """
         self.opt.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.steps, self.skipped = int(state["steps"]), int(state["skipped"])
+
+
+def step_together(
+    optimizers: Sequence[Optimizer], losses: Sequence[torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
+    """Step several optimizers whose losses come out of one graph (a compiled update) with
+    one backward pass of their sum into all their parameters.
+
+    Exact only when no loss reaches another optimizer's parameters (the actor loss does not
+    reach the critic's, the critic loss reads detached states): each parameter then gets the
+    gradient of its own loss, as with one :meth:`Optimizer.step` per loss.
+    """
+    params = [p for opt in optimizers for p in opt.params]
+    for opt in optimizers:
+        opt.opt.zero_grad(set_to_none=True)
+    total = torch.stack([loss for loss in losses]).sum()
+    total.backward(inputs=params)
+    return [opt.apply(loss) for opt, loss in zip(optimizers, losses)]

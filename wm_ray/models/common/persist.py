@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,5 +118,13 @@ def load(
     extra = torch.load(directory / OPTIM, map_location="cpu", weights_only=True)
     for name, opt in optimizers.items():
         opt.load_state_dict(extra["optimizers"][name])
-    gen.set_state(extra["generator"].cpu())
+    state = extra["generator"].cpu()
+    if state.numel() == gen.get_state().numel():
+        gen.set_state(state)
+    else:  # saved by a generator of another device kind (a GPU run resumed on a CPU)
+        warnings.warn(
+            f"checkpoint {str(directory)!r}: its sampling generator was of another device kind; "
+            "this run draws from its own generator, seeded from run.seed",
+            stacklevel=2,
+        )
     return dict(json.loads((directory / COUNTERS).read_text()))

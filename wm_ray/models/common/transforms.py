@@ -17,8 +17,6 @@ output layer) predict exactly 0.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,15 +114,23 @@ class TwoHotDist:
             )
         self.logits = logits.float()
         self.bins = bins
+        # computed on first use (not functools.cached_property: torch.compile cannot trace
+        # its lock)
+        self._probs: torch.Tensor | None = None
+        self._logp: torch.Tensor | None = None
 
-    @functools.cached_property
+    @property
     def probs(self) -> torch.Tensor:
         """``(..., K)`` bin probabilities (computed on first use)."""
-        return torch.softmax(self.logits, -1)
+        if self._probs is None:
+            self._probs = torch.softmax(self.logits, -1)
+        return self._probs
 
-    @functools.cached_property
+    @property
     def _log_probs(self) -> torch.Tensor:
-        return torch.log_softmax(self.logits, -1)
+        if self._logp is None:
+            self._logp = torch.log_softmax(self.logits, -1)
+        return self._logp
 
     def mean(self) -> torch.Tensor:
         """The predicted value ``(...)``: the expectation of the bins (differentiable)."""

@@ -29,6 +29,7 @@ from wm_ray.models.common import preprocess_image as to_model_space
 from wm_ray.models.common.agent import AgentBase
 from wm_ray.models.common.data import ActionSpec, batch_tensors, obs_shapes, obs_tensors
 from wm_ray.models.common.device import synchronize
+from wm_ray.models.dreamer.compiled import CompiledUpdate
 from wm_ray.models.dreamer.config import RootConfig, check_config
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 from wm_ray.models.dreamer.networks import (
@@ -75,7 +76,7 @@ class DreamerAgent(AgentBase):
                 self.wm, self.actor, self.critic = build_networks(
                     self.shapes, self.act.dim, self.act.discrete, cfg
                 )
-        if config.run.compile:
+        if config.run.compile and acting:  # acting: one RSSM step per call, compiled per step
             self.wm.rssm.compile_steps(config.run.compile_mode)
         if config.run.channels_last:
             use_channels_last(self.wm)
@@ -100,6 +101,7 @@ class DreamerAgent(AgentBase):
             }
         )
         opt = cfg.opt
+        fused = config.run.compile
         self.model_opt = Optimizer(
             self.wm.parameters(),
             opt.model_lr,
@@ -109,6 +111,7 @@ class DreamerAgent(AgentBase):
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
             anneal_after=opt.anneal_after,
+            fused=fused,
         )
         self.actor_opt = Optimizer(
             self.actor.parameters(),
@@ -119,6 +122,7 @@ class DreamerAgent(AgentBase):
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
             anneal_after=opt.anneal_after,
+            fused=fused,
         )
         self.critic_opt = Optimizer(
             self.critic.parameters(),
@@ -129,7 +133,11 @@ class DreamerAgent(AgentBase):
             anneal=opt.anneal,
             anneal_to=opt.anneal_to,
             anneal_after=opt.anneal_after,
+            fused=fused,
         )
+        self.compiled: CompiledUpdate | None = None
+        if config.run.compile:
+            self.compiled = CompiledUpdate(self, config.run.compile_mode)
 
     def _autocast(self) -> torch.autocast:
         """bf16 autocast of the learner's forward passes where ``run.precision=bf16``."""
@@ -183,28 +191,38 @@ class DreamerAgent(AgentBase):
         """
         self.require_learner()
         data = batch_tensors(batch, self.shapes, self.act, self.device)
+        compiled = self.compiled
         start_time = time.perf_counter()
-        with self._autocast():
-            wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, self.gen)
+        if compiled is not None:
+            wm_loss, wm_metrics, start = compiled.world_model(data)
+        else:
+            with self._autocast():
+                wm_loss, wm_metrics, posts = world_model_loss(
+                    self.wm, data, self.cfg.loss, self.gen
+                )
+            start = posts.map(lambda x: x.detach().flatten(0, 1))
         model_stats = self.model_opt.step(wm_loss)
         synchronize(self.device)
         mid_time = time.perf_counter()
-        start = posts.map(lambda x: x.detach().flatten(0, 1))
         start_cont = (~data.is_terminal).flatten().float()
-        with self._autocast():
-            with torch.set_grad_enabled(self.dynamics):
-                traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
-            actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
-                traj,
-                self.actor,
-                self.critic,
-                self.slow_critic,
-                self.retnorm,
-                self.cfg.ac,
-                self.dynamics,
-            )
-        actor_stats = self.actor_opt.step(actor_loss)
-        critic_stats = self.critic_opt.step(critic_loss)
+        if compiled is not None:
+            actor_loss, critic_loss, ac_metrics = compiled.actor_critic(start, start_cont)
+            actor_stats, critic_stats = compiled.step_actor_critic(actor_loss, critic_loss)
+        else:
+            with self._autocast():
+                with torch.set_grad_enabled(self.dynamics):
+                    traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
+                actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
+                    traj,
+                    self.actor,
+                    self.critic,
+                    self.slow_critic,
+                    self.retnorm,
+                    self.cfg.ac,
+                    self.dynamics,
+                )
+            actor_stats = self.actor_opt.step(actor_loss)
+            critic_stats = self.critic_opt.step(critic_loss)
         self._update_slow_critic()
         synchronize(self.device)
         end_time = time.perf_counter()
@@ -228,8 +246,9 @@ class DreamerAgent(AgentBase):
     @torch.no_grad()
     def _update_slow_critic(self) -> None:
         fraction = self.cfg.ac.slow_critic_fraction
-        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-            slow.lerp_(fast, fraction)
+        slow: list[torch.Tensor] = list(self.slow_critic.parameters())
+        fast: list[torch.Tensor] = list(self.critic.parameters())
+        torch._foreach_lerp_(slow, fast, fraction)  # one multi-tensor kernel
 
     # ----------------------------------------------------------------------------- reports
 

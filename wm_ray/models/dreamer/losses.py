@@ -41,6 +41,7 @@ from wm_ray.models.common import (
     symlog,
 )
 from wm_ray.models.common.data import SeqBatch
+from wm_ray.models.common.noise import Source
 from wm_ray.models.dreamer.config import ActorCriticConfig, LossConfig
 from wm_ray.models.dreamer.networks import Actor, Critic, State, WorldModel
 from wm_ray.models.rssm.latents import Latent, latent_kl
@@ -74,7 +75,7 @@ def kl_losses(
 
 
 def world_model_loss(
-    wm: WorldModel, data: SeqBatch, cfg: LossConfig, gen: torch.Generator | None = None
+    wm: WorldModel, data: SeqBatch, cfg: LossConfig, gen: Source = None
 ) -> tuple[torch.Tensor, Metrics, State]:
     """The world-model loss of a batch.
 
@@ -153,7 +154,7 @@ def imagine(
     start: State,
     start_cont: torch.Tensor,
     cfg: ActorCriticConfig,
-    gen: torch.Generator | None = None,
+    gen: Source = None,
 ) -> Imagined:
     """Roll the actor and the prior out for ``cfg.horizon`` steps from ``start (N, ...)``.
 

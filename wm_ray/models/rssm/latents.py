@@ -16,9 +16,10 @@ import torch
 
 from wm_ray.models.common import CategoricalLatent
 from wm_ray.models.common.distributions import sample_index
+from wm_ray.models.common.noise import Source, randn
 
 
-def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_onehot(probs: torch.Tensor, generator: Source = None) -> torch.Tensor:
     """A one-hot sample ``(..., K)`` of ``probs (..., K)`` with straight-through gradients.
 
     The same distribution and gradients as ``OneHotCategorical.sample`` of
@@ -30,7 +31,7 @@ def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None = None)
 
 
 def sample_onehot_index(
-    probs: torch.Tensor, generator: torch.Generator | None = None
+    probs: torch.Tensor, generator: Source = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sample_onehot` and the sampled class ``(...)`` (int64) of every row.
 
@@ -57,11 +58,9 @@ class GaussianLatent:
         self.mean = mean.float()
         self.std = std.float()
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, generator: Source = None) -> torch.Tensor:
         """A reparameterized sample ``(..., S)``."""
-        noise = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
+        noise = randn(tuple(self.mean.shape), self.mean, generator)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:

@@ -30,6 +30,7 @@ from wm_ray.models.common import (
     init_fan_avg_,
     onehot_matmul,
 )
+from wm_ray.models.common.noise import Source
 from wm_ray.models.rssm.config import RSSMConfig
 from wm_ray.models.rssm.latents import GaussianLatent, Latent, sample_onehot_index
 
@@ -144,7 +145,7 @@ class RSSM(nn.Module):
         return GaussianLatent(mean, F.softplus(raw) + self.config.min_std)
 
     def _stoch(
-        self, stats: torch.Tensor, sample: bool, gen: torch.Generator | None
+        self, stats: torch.Tensor, sample: bool, gen: Source
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The latent (a sample or the mode) and, for a categorical sample, its classes."""
         dist = self.dist(stats)
@@ -191,7 +192,7 @@ class RSSM(nn.Module):
         return self.obs_stats(self.obs_norm(self.obs_deter(deter) + embed_h))
 
     def _post(
-        self, deter: torch.Tensor, embed_h: torch.Tensor, gen: torch.Generator | None
+        self, deter: torch.Tensor, embed_h: torch.Tensor, gen: Source
     ) -> tuple[State, torch.Tensor]:
         stats = self._post_stats(deter, embed_h)
         return State(deter, *self._stoch(stats, True, gen)), stats
@@ -205,7 +206,7 @@ class RSSM(nn.Module):
             setattr(self, name, torch.compile(getattr(self, name), dynamic=False, mode=mode))
 
     def img_step(
-        self, state: State, action: torch.Tensor, gen: torch.Generator | None = None
+        self, state: State, action: torch.Tensor, gen: Source = None
     ) -> tuple[State, torch.Tensor]:
         """One prior step ``(N, ...)``: returns the next state (sampled prior) and prior stats."""
         deter = self._deter_step(state, self.img_in_action(action))
@@ -218,7 +219,7 @@ class RSSM(nn.Module):
         action: torch.Tensor,
         embed: torch.Tensor,
         is_first: torch.Tensor,
-        gen: torch.Generator | None = None,
+        gen: Source = None,
     ) -> tuple[State, torch.Tensor]:
         """One posterior step ``(N, ...)`` (acting): returns the posterior state and its stats.
 
@@ -239,7 +240,7 @@ class RSSM(nn.Module):
         action: torch.Tensor,
         is_first: torch.Tensor,
         state: State | None = None,
-        gen: torch.Generator | None = None,
+        gen: Source = None,
     ) -> tuple[State, torch.Tensor, torch.Tensor]:
         """Posterior states of a sequence batch, one GRU step per time step.
 
@@ -263,7 +264,9 @@ class RSSM(nn.Module):
         posts, post_stats = [], []
         # On the CPU, skip the reset where no sequence (re)starts and select the initial state
         # where all do (t = 0 of a replayed batch): fewer ops per step, same states.
-        firsts = is_first.sum(0).tolist() if is_first.device.type == "cpu" else [-1] * steps
+        # (A compiled update takes the general path: its graph cannot depend on the data.)
+        eager_cpu = is_first.device.type == "cpu" and not torch.compiler.is_compiling()
+        firsts = is_first.sum(0).tolist() if eager_cpu else [-1] * steps
         for t in range(steps):
             if firsts[t] == batch:
                 state = init
