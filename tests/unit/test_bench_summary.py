@@ -64,6 +64,30 @@ def test_stale_readme_is_detected_and_regenerated(tmp_path: Path) -> None:
     assert summary.main([*args, "--check"]) == 1
 
 
+def test_learner_modes_get_rows_with_their_counts_and_gpu_rows_are_said_pending(
+    tmp_path: Path,
+) -> None:
+    data = _learner(0.5, 0.05)
+    counts = {"op_calls": 30_000, "cuda_kernels": 0, "cuda_launches": 0, "gpu_busy_s": 0.0}
+    data["results"][0]["modes"] = {  # type: ignore[index]
+        "eager": {"update_s": 0.5, **counts, "gpu_busy_share": 0.0},
+        "compiled": {"update_s": 0.25, "warmup_s": 300.0, "speedup": 2.0, **counts,
+                     "op_calls": 5_000, "gpu_busy_share": 0.0},
+    }  # fmt: skip
+    results = tmp_path / "results"
+    (results / "cpu-test").mkdir(parents=True)
+    (results / "cpu-test" / "learner.json").write_text(json.dumps(data))
+    block = summary.readme_block(results)
+    eager = next(line for line in block.splitlines() if "B16xT64 |" in line)
+    compiled = next(line for line in block.splitlines() if "`run.compile=true`" in line)
+    assert "30,000 op calls" in eager, eager
+    assert "250 ms (5,000 op calls; first three updates 300 s" in compiled, compiled
+    assert "eager: 500 ms | 2.00x |" in compiled, compiled
+    assert summary.GPU_PENDING in block
+    (results / "cuda-h100").mkdir()
+    assert summary.GPU_PENDING not in summary.readme_block(results)
+
+
 def test_broken_result_files_are_named(tmp_path: Path) -> None:
     tag = tmp_path / "cpu-test"
     tag.mkdir()

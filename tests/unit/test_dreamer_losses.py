@@ -186,3 +186,37 @@ def test_dynamics_backprop_actor_gradient_flows_through_imagined_rewards() -> No
     out = actor_critic_losses(traj, actor, critic, slow, ReturnNormalizer(), cfg.ac, dynamics=True)
     (grad,) = torch.autograd.grad(out.actor_loss, [actor.net.trunk[0].weight])
     assert float(grad.abs().sum()) > 0
+
+
+def test_dynamics_backprop_reads_the_critic_without_training_it_by_the_actor_loss() -> None:
+    """The actor loss bootstraps through the online critic (gradient to the imagined states),
+    but none of it reaches the critic's weights: those learn from the critic loss alone, so
+    one backward pass of the sum of both losses is exact (the compiled update's)."""
+    ac = dataclasses.replace(DEBUG.ac, horizon=4, entropy=0.0)
+    cfg = dataclasses.replace(DEBUG, ac=ac)
+    wm, actor, critic = build_networks({"vector": (5,)}, 2, False, cfg)
+    slow = build_networks({"vector": (5,)}, 2, False, cfg)[2]
+    assert critic.net.out is not None and wm.cont.out is not None
+    with torch.no_grad():
+        critic.net.out.weight.normal_(0.0, 1.0)  # values that depend on the state
+        wm.cont.out.weight.zero_()  # rewards (zero head) and continues carry no gradient:
+        wm.cont.out.bias.fill_(30.0)  # the critic's bootstrap is the actor's only path
+    start = State(torch.randn(8, 64), torch.randn(8, 64))
+    traj = imagine(wm, actor, start, torch.ones(8), cfg.ac)
+    out = actor_critic_losses(traj, actor, critic, slow, ReturnNormalizer(), cfg.ac, dynamics=True)
+    critic_params = list(critic.parameters())
+    from_actor = torch.autograd.grad(
+        out.actor_loss, critic_params, retain_graph=True, allow_unused=True
+    )
+    assert all(g is None for g in from_actor)
+    # ... while the bootstrap still carries the critic's gradient back to the actor
+    (to_actor,) = torch.autograd.grad(
+        out.actor_loss, [actor.net.trunk[0].weight], retain_graph=True
+    )
+    assert float(to_actor.abs().sum()) > 0
+    together = torch.autograd.grad(
+        out.actor_loss + out.critic_loss, critic_params, retain_graph=True
+    )
+    alone = torch.autograd.grad(out.critic_loss, critic_params)
+    for a, b in zip(together, alone, strict=True):
+        assert torch.equal(a, b)

@@ -8,14 +8,15 @@ Every sampler takes a *source*:
   learner) draws on its own device and the numbers are moved, so a CUDA update samples exactly
   what a CPU update with the same seed samples (the CUDA-vs-CPU test depends on it);
 - a :class:`Tape`: numbers drawn before, taken in order. A compiled (or CUDA-graph captured)
-  update cannot call the generator inside its graph, so it draws the whole update's numbers
-  first, eagerly, with the shapes and in the order the eager update would draw them, and the
-  graph takes them from the tape: the compiled update samples what the eager one samples, and
-  every replay of a captured graph gets fresh numbers through its inputs.
+  update cannot call the generator inside its graph, so the learner's update draws all its
+  numbers first, with the shapes and in the order its samplers take them, and the samplers
+  take them from the tape (eager and compiled updates alike, so both sample the same), and
+  every replay of a captured graph gets fresh numbers through its two input tensors.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
@@ -28,16 +29,29 @@ Plan = Sequence[tuple[Kind, tuple[int, ...]]]
 class Tape:
     """Random numbers drawn in advance, handed out in order by :func:`rand` and :func:`randn`.
 
+    All the uniform numbers of a plan are one flat tensor and all the normal ones another, so
+    drawing costs two generator calls, and a captured graph takes two input tensors however
+    many samples it makes; each draw is a view of the next piece of its kind's tensor.
+
     Args:
-        draws: the tensors, in the order the samplers will ask for them.
-        kinds: ``"rand"`` (uniform in [0, 1)) or ``"randn"`` (standard normal) for each draw.
+        uniform: ``(n,)`` numbers in [0, 1), at least the plan's uniform draws.
+        normal: ``(m,)`` standard normal numbers, at least the plan's normal draws.
+        plan: the ``(kind, shape)`` of each draw, in the order the samplers will ask.
     """
 
-    def __init__(self, draws: Sequence[torch.Tensor], kinds: Sequence[Kind]) -> None:
-        if len(draws) != len(kinds):
-            raise ValueError(f"{len(draws)} draws but {len(kinds)} kinds")
-        self.draws, self.kinds = list(draws), list(kinds)
+    def __init__(self, uniform: torch.Tensor, normal: torch.Tensor, plan: Plan) -> None:
+        self.flat = {"rand": uniform, "randn": normal}
+        self.plan = tuple((kind, tuple(shape)) for kind, shape in plan)
         self.taken = 0
+        self.offsets = {"rand": 0, "randn": 0}
+
+    @staticmethod
+    def sizes(plan: Plan) -> dict[Kind, int]:
+        """How many numbers of each kind ``plan`` draws."""
+        sizes: dict[Kind, int] = {"rand": 0, "randn": 0}
+        for kind, shape in plan:
+            sizes[kind] += math.prod(shape)
+        return sizes
 
     @classmethod
     def draw(
@@ -47,28 +61,32 @@ class Tape:
         device: torch.device | str,
         dtype: torch.dtype = torch.float32,
     ) -> Tape:
-        """Draw every ``(kind, shape)`` of ``plan`` from ``generator`` in order, as the eager
-        samplers would (one call per draw, so the numbers are the same), on ``device``."""
-        draws = [_draw(kind, shape, generator, torch.device(device), dtype) for kind, shape in plan]
-        return cls(draws, [kind for kind, _ in plan])
+        """Draw what ``plan`` needs from ``generator`` (the uniform numbers, then the normal
+        ones, one call each) on ``device``."""
+        sizes, where = cls.sizes(plan), torch.device(device)
+        uniform = _draw("rand", (sizes["rand"],), generator, where, dtype)
+        normal = _draw("randn", (sizes["randn"],), generator, where, dtype)
+        return cls(uniform, normal, plan)
 
     def take(self, kind: Kind, shape: tuple[int, ...]) -> torch.Tensor:
         """The next draw; it must be of ``kind`` and ``shape`` (else the plan is wrong)."""
-        if self.taken >= len(self.draws):
-            raise RuntimeError(f"the random tape of {len(self.draws)} draws is used up")
+        if self.taken >= len(self.plan):
+            raise RuntimeError(f"the random tape of {len(self.plan)} draws is used up")
         i, self.taken = self.taken, self.taken + 1
-        draw = self.draws[i]
-        if self.kinds[i] != kind or tuple(draw.shape) != tuple(shape):
+        planned = self.plan[i]
+        if planned != (kind, tuple(shape)):
             raise RuntimeError(
-                f"random draw {i} of the tape is {self.kinds[i]} {tuple(draw.shape)}, "
+                f"random draw {i} of the tape is {planned[0]} {planned[1]}, "
                 f"the sampler asked for {kind} {tuple(shape)}"
             )
-        return draw
+        start = self.offsets[kind]
+        self.offsets[kind] = start + math.prod(shape)
+        return self.flat[kind][start : self.offsets[kind]].view(shape)
 
     @property
     def used_up(self) -> bool:
         """Whether every draw was taken."""
-        return self.taken == len(self.draws)
+        return self.taken == len(self.plan)
 
 
 Source: TypeAlias = torch.Generator | Tape | None

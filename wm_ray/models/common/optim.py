@@ -13,8 +13,9 @@ per optimizer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -183,3 +184,17 @@ def step_together(
     total = torch.stack([loss for loss in losses]).sum()
     total.backward(inputs=params)
     return [opt.apply(loss) for opt, loss in zip(optimizers, losses)]
+
+
+@contextlib.contextmanager
+def frozen_weights(module: nn.Module) -> Iterator[None]:
+    """Inside, ``module``'s parameters do not require gradients (gradients still flow through
+    the module to its inputs); afterwards the ones that did require them again."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)

@@ -29,7 +29,13 @@ from wm_ray.models.common import preprocess_image as to_model_space
 from wm_ray.models.common.agent import AgentBase
 from wm_ray.models.common.data import ActionSpec, batch_tensors, obs_shapes, obs_tensors
 from wm_ray.models.common.device import synchronize
-from wm_ray.models.dreamer.compiled import CompiledUpdate
+from wm_ray.models.common.optim import frozen_weights
+from wm_ray.models.dreamer.compiled import (
+    CompiledUpdate,
+    check_used_up,
+    imagination_tape,
+    world_model_tape,
+)
 from wm_ray.models.dreamer.config import RootConfig, check_config
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 from wm_ray.models.dreamer.networks import (
@@ -196,33 +202,39 @@ class DreamerAgent(AgentBase):
         if compiled is not None:
             wm_loss, wm_metrics, start = compiled.world_model(data)
         else:
+            tape = world_model_tape(self, *data.is_first.shape)
             with self._autocast():
-                wm_loss, wm_metrics, posts = world_model_loss(
-                    self.wm, data, self.cfg.loss, self.gen
-                )
+                wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, tape)
+            check_used_up(tape, "world-model loss")
             start = posts.map(lambda x: x.detach().flatten(0, 1))
         model_stats = self.model_opt.step(wm_loss)
         synchronize(self.device)
         mid_time = time.perf_counter()
         start_cont = (~data.is_terminal).flatten().float()
-        if compiled is not None:
-            actor_loss, critic_loss, ac_metrics = compiled.actor_critic(start, start_cont)
-            actor_stats, critic_stats = compiled.step_actor_critic(actor_loss, critic_loss)
-        else:
-            with self._autocast():
-                with torch.set_grad_enabled(self.dynamics):
-                    traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, self.gen)
-                actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
-                    traj,
-                    self.actor,
-                    self.critic,
-                    self.slow_critic,
-                    self.retnorm,
-                    self.cfg.ac,
-                    self.dynamics,
-                )
-            actor_stats = self.actor_opt.step(actor_loss)
-            critic_stats = self.critic_opt.step(critic_loss)
+        # Imagination reads the world model but trains only the actor and the critic: with the
+        # world model's weights out of autograd, no backward pass computes their gradients
+        # (a compiled graph's backward would compute every input's) and less is saved.
+        with frozen_weights(self.wm):
+            if compiled is not None:
+                actor_loss, critic_loss, ac_metrics = compiled.actor_critic(start, start_cont)
+                actor_stats, critic_stats = compiled.step_actor_critic(actor_loss, critic_loss)
+            else:
+                tape = imagination_tape(self, start.deter.shape[0])
+                with self._autocast():
+                    with torch.set_grad_enabled(self.dynamics):
+                        traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, tape)
+                    check_used_up(tape, "imagination")
+                    actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
+                        traj,
+                        self.actor,
+                        self.critic,
+                        self.slow_critic,
+                        self.retnorm,
+                        self.cfg.ac,
+                        self.dynamics,
+                    )
+                actor_stats = self.actor_opt.step(actor_loss)
+                critic_stats = self.critic_opt.step(critic_loss)
         self._update_slow_critic()
         synchronize(self.device)
         end_time = time.perf_counter()

@@ -11,11 +11,13 @@ large graphs instead of ~30,000 small operator calls:
 
 The optimizer steps and the slow-critic update run between and after the graphs (fused
 AdamW, a foreach norm and a foreach lerp: a few kernels each), so a captured graph never holds
-optimizer state. The samplers cannot call the agent's generator inside a graph: every random
-number an update needs is drawn first, eagerly, from that generator, in the order and shapes
-the eager update draws them (:class:`~wm_ray.models.common.noise.Tape`), and enters the graph
-as an input. So a compiled update samples exactly the latents and actions the eager one
-samples from the same generator state (the equivalence test relies on it), and every replay
+optimizer state. The samplers cannot call the agent's generator inside a graph: the numbers
+each part of an update needs are drawn first from that generator, as two flat tensors
+(uniform and normal) laid out in the order the samplers take them
+(:class:`~wm_ray.models.common.noise.Tape`, :func:`world_model_tape`,
+:func:`imagination_tape`), and enter the graph as two inputs. The eager update draws its
+numbers the same way, so a compiled update samples exactly the latents and actions the eager
+one samples from the same generator state (the equivalence tests rely on it), and every replay
 of a captured graph gets fresh numbers.
 """
 
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from wm_ray.models.common.noise import Plan, Tape
+from wm_ray.models.common.noise import Kind, Plan, Tape
 from wm_ray.models.common.optim import step_together
 
 if TYPE_CHECKING:
@@ -36,6 +38,43 @@ if TYPE_CHECKING:
 from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 
 Metrics = dict[str, torch.Tensor]
+
+
+def _latent_draw(agent: DreamerAgent, n: int) -> tuple[Kind, tuple[int, ...]]:
+    rssm = agent.cfg.rssm
+    if rssm.latent == "categorical":
+        return ("rand", (n, rssm.stoch, 1))
+    return ("randn", (n, rssm.stoch))
+
+
+def world_model_plan(agent: DreamerAgent, batch: int, steps: int) -> Plan:
+    """The world-model loss's draws: one posterior sample per step."""
+    return [_latent_draw(agent, batch)] * steps
+
+
+def imagination_plan(agent: DreamerAgent, starts: int) -> Plan:
+    """Imagination's draws: per step an action, then a prior sample."""
+    act = agent.act
+    action: tuple[Kind, tuple[int, ...]] = (
+        ("rand", (starts, 1)) if act.discrete else ("randn", (starts, act.dim))
+    )
+    return [action, _latent_draw(agent, starts)] * agent.cfg.ac.horizon
+
+
+def world_model_tape(agent: DreamerAgent, batch: int, steps: int) -> Tape:
+    """The random numbers of one world-model loss, drawn from the agent's generator."""
+    return Tape.draw(world_model_plan(agent, batch, steps), agent.gen, agent.device)
+
+
+def imagination_tape(agent: DreamerAgent, starts: int) -> Tape:
+    """The random numbers of one imagination from ``starts`` states."""
+    return Tape.draw(imagination_plan(agent, starts), agent.gen, agent.device)
+
+
+def check_used_up(tape: Tape, what: str) -> None:
+    """Every planned draw was taken (else the plan no longer matches the samplers)."""
+    if not tape.used_up:
+        raise RuntimeError(f"the {what} took {tape.taken} of its {len(tape.plan)} planned draws")
 
 
 class CompiledUpdate:
@@ -53,40 +92,24 @@ class CompiledUpdate:
     ) -> None:
         self.agent = agent
         self.capture = mode == "reduce-overhead" and agent.device.type == "cuda"
-        # The graphs take shapes as constants; a new batch shape compiles once more.
+        # The graphs take shapes (and the tapes' plans) as constants; a new batch shape
+        # compiles once more.
         options: dict[str, Any] = {"dynamic": False, "backend": backend}
         if backend == "inductor":
             options["mode"] = mode
         self._world_model = torch.compile(self._world_model_graph, **options)
         self._actor_critic = torch.compile(self._actor_critic_graph, **options)
 
-    # ----------------------------------------------------------------------------- plans
-
-    def _latent_draw(self, n: int) -> tuple[str, tuple[int, ...]]:
-        rssm = self.agent.cfg.rssm
-        if rssm.latent == "categorical":
-            return ("rand", (n, rssm.stoch, 1))
-        return ("randn", (n, rssm.stoch))
-
-    def world_model_plan(self, batch: int, steps: int) -> Plan:
-        """The eager world-model loss's draws: one posterior sample per step."""
-        return [self._latent_draw(batch)] * steps  # type: ignore[list-item]
-
-    def actor_critic_plan(self, starts: int) -> Plan:
-        """The eager imagination's draws: per step an action, then a prior sample."""
-        act = self.agent.act
-        action = ("rand", (starts, 1)) if act.discrete else ("randn", (starts, act.dim))
-        return [action, self._latent_draw(starts)] * self.agent.cfg.ac.horizon  # type: ignore[list-item]
-
     # ----------------------------------------------------------------------------- graphs
 
     def _world_model_graph(
-        self, data: SeqBatch, draws: list[torch.Tensor], kinds: tuple[str, ...]
+        self, data: SeqBatch, uniform: torch.Tensor, normal: torch.Tensor, plan: Plan
     ) -> tuple[torch.Tensor, Metrics, State]:
         agent = self.agent
-        tape = Tape(draws, kinds)  # type: ignore[arg-type]
+        tape = Tape(uniform, normal, plan)
         with agent._autocast():
             loss, metrics, posts = world_model_loss(agent.wm, data, agent.cfg.loss, tape)
+        check_used_up(tape, "world-model loss")
         start = posts.map(lambda x: x.detach().flatten(0, 1))
         return loss, metrics, start
 
@@ -94,14 +117,16 @@ class CompiledUpdate:
         self,
         start: State,
         start_cont: torch.Tensor,
-        draws: list[torch.Tensor],
-        kinds: tuple[str, ...],
+        uniform: torch.Tensor,
+        normal: torch.Tensor,
+        plan: Plan,
     ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         agent = self.agent
-        tape = Tape(draws, kinds)  # type: ignore[arg-type]
+        tape = Tape(uniform, normal, plan)
         with agent._autocast():
             with torch.set_grad_enabled(agent.dynamics):
                 traj = imagine(agent.wm, agent.actor, start, start_cont, agent.cfg.ac, tape)
+            check_used_up(tape, "imagination")
             actor_loss, critic_loss, _, metrics = actor_critic_losses(
                 traj,
                 agent.actor,
@@ -118,31 +143,27 @@ class CompiledUpdate:
     def world_model(self, data: SeqBatch) -> tuple[torch.Tensor, Metrics, State]:
         """The world-model loss, its metrics and the detached posterior starts ``(B * T, ...)``."""
         batch, steps = data.is_first.shape
-        tape = Tape.draw(self.world_model_plan(batch, steps), self.agent.gen, self.agent.device)
+        tape = world_model_tape(self.agent, batch, steps)
         if self.capture:
             torch.compiler.cudagraph_mark_step_begin()
-        return self._world_model(data, tape.draws, tuple(tape.kinds))
+        return self._world_model(data, tape.flat["rand"], tape.flat["randn"], tape.plan)
 
     def actor_critic(
         self, start: State, start_cont: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         """The actor and critic losses (with their graph) and metrics of one imagination."""
-        plan = self.actor_critic_plan(start.deter.shape[0])
-        tape = Tape.draw(plan, self.agent.gen, self.agent.device)
-        return self._actor_critic(start, start_cont, tape.draws, tuple(tape.kinds))
+        tape = imagination_tape(self.agent, start.deter.shape[0])
+        flat = tape.flat
+        return self._actor_critic(start, start_cont, flat["rand"], flat["randn"], tape.plan)
 
     def step_actor_critic(
         self, actor_loss: torch.Tensor, critic_loss: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Step the actor and the critic from the one graph both losses came out of."""
+        """Step the actor and the critic from the one graph both losses came out of, with one
+        backward pass (a captured graph's backward must run once per replay). Exact: the
+        actor loss reads the critic through detached weights (``losses.frozen``) and the
+        critic loss reads detached states, so each network gets its own loss's gradient."""
         agent = self.agent
-        if agent.dynamics and not agent.cfg.ac.slow_critic_target:
-            # The actor's returns bootstrap from the critic itself: the actor loss reaches
-            # the critic's parameters, so the two gradients are taken one after the other
-            # (both before either step changes a parameter the graph saved).
-            agent.actor_opt.backward(actor_loss, retain_graph=True)
-            agent.critic_opt.backward(critic_loss)
-            return agent.actor_opt.apply(actor_loss), agent.critic_opt.apply(critic_loss)
         actor_stats, critic_stats = step_together(
             [agent.actor_opt, agent.critic_opt], [actor_loss, critic_loss]
         )

@@ -24,9 +24,10 @@ All sums are means over ``(N, H)`` here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from wm_ray import metrics as M
 from wm_ray.models.common import (
@@ -117,6 +118,12 @@ def world_model_loss(
     post_entropy = wm.rssm.dist(post_stats.detach()).entropy().mean()
     metrics[M.diagnostic(M.WORLD_MODEL, "post_entropy")] = post_entropy
     return loss, metrics, posts
+
+
+def frozen(module: nn.Module) -> Callable[..., Any]:
+    """``module`` with its parameters detached: gradients reach its inputs, never its weights."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return lambda *args: torch.func.functional_call(module, params, args)
 
 
 def model_action(action: torch.Tensor, discrete: bool) -> torch.Tensor:
@@ -227,7 +234,10 @@ def actor_critic_losses(
         slow_value = slow_critic(feat_sg).mean()
     target_net = slow_critic if cfg.slow_critic_target else critic
     if dynamics:
-        boot = target_net(traj.feat).mean()
+        # through the critic to the imagined states, never into the critic's weights: the
+        # actor loss then reaches only the actor's parameters, so one backward pass of both
+        # losses gives each network its own loss's gradient (a compiled update needs that)
+        boot = frozen(target_net)(traj.feat).mean()
     else:
         boot = slow_value if cfg.slow_critic_target else critic_dist.mean().detach()
     cont = traj.cont[:, 1:] if dynamics else traj.cont[:, 1:].detach()
