@@ -51,8 +51,8 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         "learner",
-        ("benchmarks/learner_bench.py", "--compile"),
-        "learner updates/s per family and size, eager and torch.compile",
+        ("benchmarks/learner_bench.py", "--sizes", "default", "debug", "xs", "--modes", "compiled"),
+        "learner updates/s per family and size, eager and the compiled update",
     ),
     Step(
         "profile",

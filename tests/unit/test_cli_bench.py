@@ -22,7 +22,10 @@ from wm_ray.config_io import build_config  # noqa: E402
 
 MAKE_BENCH = [  # every benchmark step, in order
     ("replay", ["benchmarks/replay_bench.py"]),
-    ("learner", ["benchmarks/learner_bench.py", "--compile"]),
+    (
+        "learner",
+        ["benchmarks/learner_bench.py", "--sizes", "default", "debug", "xs", "--modes", "compiled"],
+    ),
     ("profile", ["benchmarks/profile_update.py"]),
     ("runtime", ["benchmarks/runtime_bench.py"]),
     ("worker_memory", ["benchmarks/worker_memory_bench.py"]),
