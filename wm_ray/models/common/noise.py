@@ -106,21 +106,30 @@ def _draw(
     return out if out.device == device else out.to(device)
 
 
+def sample(
+    kind: Kind,
+    shape: tuple[int, ...],
+    like: torch.Tensor,
+    source: Source,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Numbers of ``kind`` (``rand``: uniform in [0, 1); ``randn``: standard normal) and
+    ``shape`` from ``source``, on ``like``'s device (``dtype`` or ``like``'s)."""
+    dtype = like.dtype if dtype is None else dtype
+    if isinstance(source, Tape):
+        return source.take(kind, shape).to(like.device, dtype)
+    return _draw(kind, shape, source, like.device, dtype)
+
+
 def rand(
     shape: tuple[int, ...], like: torch.Tensor, source: Source, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Uniform numbers in [0, 1) of ``shape`` on ``like``'s device (``dtype`` or ``like``'s)."""
-    dtype = like.dtype if dtype is None else dtype
-    if isinstance(source, Tape):
-        return source.take("rand", shape).to(like.device, dtype)
-    return _draw("rand", shape, source, like.device, dtype)
+    """Uniform numbers in [0, 1) (:func:`sample`)."""
+    return sample("rand", shape, like, source, dtype)
 
 
 def randn(
     shape: tuple[int, ...], like: torch.Tensor, source: Source, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Standard normal numbers of ``shape`` on ``like``'s device (``dtype`` or ``like``'s)."""
-    dtype = like.dtype if dtype is None else dtype
-    if isinstance(source, Tape):
-        return source.take("randn", shape).to(like.device, dtype)
-    return _draw("randn", shape, source, like.device, dtype)
+    """Standard normal numbers (:func:`sample`)."""
+    return sample("randn", shape, like, source, dtype)

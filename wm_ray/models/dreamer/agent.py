@@ -32,12 +32,12 @@ from wm_ray.models.common.device import synchronize
 from wm_ray.models.common.optim import frozen_weights
 from wm_ray.models.dreamer.compiled import (
     CompiledUpdate,
-    check_used_up,
+    actor_critic_part,
     imagination_tape,
+    world_model_part,
     world_model_tape,
 )
 from wm_ray.models.dreamer.config import RootConfig, check_config
-from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
 from wm_ray.models.dreamer.networks import (
     State,
     build_acting_networks,
@@ -203,10 +203,7 @@ class DreamerAgent(AgentBase):
             wm_loss, wm_metrics, start = compiled.world_model(data)
         else:
             tape = world_model_tape(self, *data.is_first.shape)
-            with self._autocast():
-                wm_loss, wm_metrics, posts = world_model_loss(self.wm, data, self.cfg.loss, tape)
-            check_used_up(tape, "world-model loss")
-            start = posts.map(lambda x: x.detach().flatten(0, 1))
+            wm_loss, wm_metrics, start = world_model_part(self, data, tape)
         model_stats = self.model_opt.step(wm_loss)
         synchronize(self.device)
         mid_time = time.perf_counter()
@@ -220,19 +217,9 @@ class DreamerAgent(AgentBase):
                 actor_stats, critic_stats = compiled.step_actor_critic(actor_loss, critic_loss)
             else:
                 tape = imagination_tape(self, start.deter.shape[0])
-                with self._autocast():
-                    with torch.set_grad_enabled(self.dynamics):
-                        traj = imagine(self.wm, self.actor, start, start_cont, self.cfg.ac, tape)
-                    check_used_up(tape, "imagination")
-                    actor_loss, critic_loss, _, ac_metrics = actor_critic_losses(
-                        traj,
-                        self.actor,
-                        self.critic,
-                        self.slow_critic,
-                        self.retnorm,
-                        self.cfg.ac,
-                        self.dynamics,
-                    )
+                actor_loss, critic_loss, ac_metrics = actor_critic_part(
+                    self, start, start_cont, tape
+                )
                 actor_stats = self.actor_opt.step(actor_loss)
                 critic_stats = self.critic_opt.step(critic_loss)
         self._update_slow_critic()

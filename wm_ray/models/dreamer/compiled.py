@@ -77,6 +77,38 @@ def check_used_up(tape: Tape, what: str) -> None:
         raise RuntimeError(f"the {what} took {tape.taken} of its {len(tape.plan)} planned draws")
 
 
+def world_model_part(
+    agent: DreamerAgent, data: SeqBatch, tape: Tape
+) -> tuple[torch.Tensor, Metrics, State]:
+    """The world-model loss, its metrics and the detached posteriors ``(B * T, ...)`` that
+    start imagination (eager, or traced into the first graph)."""
+    with agent._autocast():
+        loss, metrics, posts = world_model_loss(agent.wm, data, agent.cfg.loss, tape)
+    check_used_up(tape, "world-model loss")
+    return loss, metrics, posts.map(lambda x: x.detach().flatten(0, 1))
+
+
+def actor_critic_part(
+    agent: DreamerAgent, start: State, start_cont: torch.Tensor, tape: Tape
+) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+    """Imagination from ``start`` and the actor and critic losses (eager, or traced into the
+    second graph)."""
+    with agent._autocast():
+        with torch.set_grad_enabled(agent.dynamics):
+            traj = imagine(agent.wm, agent.actor, start, start_cont, agent.cfg.ac, tape)
+        check_used_up(tape, "imagination")
+        actor_loss, critic_loss, _, metrics = actor_critic_losses(
+            traj,
+            agent.actor,
+            agent.critic,
+            agent.slow_critic,
+            agent.retnorm,
+            agent.cfg.ac,
+            agent.dynamics,
+        )
+    return actor_loss, critic_loss, metrics
+
+
 class CompiledUpdate:
     """The compiled update of one :class:`DreamerAgent` (see the module docstring).
 
@@ -105,13 +137,7 @@ class CompiledUpdate:
     def _world_model_graph(
         self, data: SeqBatch, uniform: torch.Tensor, normal: torch.Tensor, plan: Plan
     ) -> tuple[torch.Tensor, Metrics, State]:
-        agent = self.agent
-        tape = Tape(uniform, normal, plan)
-        with agent._autocast():
-            loss, metrics, posts = world_model_loss(agent.wm, data, agent.cfg.loss, tape)
-        check_used_up(tape, "world-model loss")
-        start = posts.map(lambda x: x.detach().flatten(0, 1))
-        return loss, metrics, start
+        return world_model_part(self.agent, data, Tape(uniform, normal, plan))
 
     def _actor_critic_graph(
         self,
@@ -121,22 +147,7 @@ class CompiledUpdate:
         normal: torch.Tensor,
         plan: Plan,
     ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-        agent = self.agent
-        tape = Tape(uniform, normal, plan)
-        with agent._autocast():
-            with torch.set_grad_enabled(agent.dynamics):
-                traj = imagine(agent.wm, agent.actor, start, start_cont, agent.cfg.ac, tape)
-            check_used_up(tape, "imagination")
-            actor_loss, critic_loss, _, metrics = actor_critic_losses(
-                traj,
-                agent.actor,
-                agent.critic,
-                agent.slow_critic,
-                agent.retnorm,
-                agent.cfg.ac,
-                agent.dynamics,
-            )
-        return actor_loss, critic_loss, metrics
+        return actor_critic_part(self.agent, start, start_cont, Tape(uniform, normal, plan))
 
     # ----------------------------------------------------------------------------- update
 
