@@ -34,7 +34,9 @@ from benchmarks.learner_bench import JAX_SIZES, B, T, dreamer_config, fake_batch
 from wm_ray.factory import create_model
 from wm_ray.models.common.data import batch_tensors
 from wm_ray.models.common.device import synchronize
-from wm_ray.models.dreamer.losses import actor_critic_losses, imagine, world_model_loss
+from wm_ray.models.common.optim import frozen_weights
+from wm_ray.models.dreamer.compiled import imagination_tape, world_model_part, world_model_tape
+from wm_ray.models.dreamer.losses import actor_critic_losses, imagine
 
 PHASES = (
     "world model forward",
@@ -57,16 +59,15 @@ def phased_update(agent: Any, batch: dict[str, np.ndarray]) -> list[float]:
         marks.append(time.perf_counter())
 
     data = batch_tensors(batch, agent.shapes, agent.act, agent.device)
-    with agent._autocast():
-        loss, _, posts = world_model_loss(agent.wm, data, agent.cfg.loss, agent.gen)
+    loss, _, start = world_model_part(agent, data, world_model_tape(agent, *data.is_first.shape))
     mark()
     agent.model_opt.step(loss)
     mark()
-    start = posts.map(lambda x: x.detach().flatten(0, 1))
     start_cont = (~data.is_terminal).flatten().float()
-    with agent._autocast():
+    tape = imagination_tape(agent, start.deter.shape[0])
+    with frozen_weights(agent.wm), agent._autocast():
         with torch.set_grad_enabled(agent.dynamics):
-            traj = imagine(agent.wm, agent.actor, start, start_cont, agent.cfg.ac, agent.gen)
+            traj = imagine(agent.wm, agent.actor, start, start_cont, agent.cfg.ac, tape)
         mark()
         out = actor_critic_losses(
             traj,
@@ -77,10 +78,10 @@ def phased_update(agent: Any, batch: dict[str, np.ndarray]) -> list[float]:
             agent.cfg.ac,
             agent.dynamics,
         )
-    mark()
-    agent.actor_opt.step(out.actor_loss)
-    mark()
-    agent.critic_opt.step(out.critic_loss)
+        mark()
+        agent.actor_opt.step(out.actor_loss)
+        mark()
+        agent.critic_opt.step(out.critic_loss)
     agent._update_slow_critic()
     mark()
     return [b - a for a, b in itertools.pairwise(marks)]
