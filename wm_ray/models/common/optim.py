@@ -127,12 +127,11 @@ class Optimizer:
         self.backward(loss)
         return self.apply(loss)
 
-    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
         """Clear the owned gradients and backpropagate the scalar ``loss`` into them only."""
-        if loss.dim() != 0:
-            raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+        _check_scalar(loss)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params, retain_graph=retain_graph)
+        loss.backward(inputs=self.params)
 
     def apply(self, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update the parameters from the gradients they hold (after :meth:`backward`, or a
@@ -168,6 +167,11 @@ class Optimizer:
         self.steps, self.skipped = int(state["steps"]), int(state["skipped"])
 
 
+def _check_scalar(loss: torch.Tensor) -> None:
+    if loss.dim() != 0:
+        raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+
+
 def step_together(
     optimizers: Sequence[Optimizer], losses: Sequence[torch.Tensor]
 ) -> list[dict[str, torch.Tensor]]:
@@ -178,11 +182,12 @@ def step_together(
     reach the critic's, the critic loss reads detached states): each parameter then gets the
     gradient of its own loss, as with one :meth:`Optimizer.step` per loss.
     """
-    params = [p for opt in optimizers for p in opt.params]
+    for loss in losses:
+        _check_scalar(loss)
     for opt in optimizers:
         opt.opt.zero_grad(set_to_none=True)
-    total = torch.stack([loss for loss in losses]).sum()
-    total.backward(inputs=params)
+    params = [p for opt in optimizers for p in opt.params]
+    torch.stack(list(losses)).sum().backward(inputs=params)
     return [opt.apply(loss) for opt, loss in zip(optimizers, losses)]
 
 
