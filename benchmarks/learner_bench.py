@@ -23,7 +23,10 @@ size1m / 12m / 50m. CPU by default; on a GPU also sizes m and l.
 IRIS: one update with all three parts active (tokenizer, world model, actor-critic in
 imagination; ``iris.start.*`` = 0) on 64x64 Atari-like frames at the preset's own batch
 (``debug`` = ``iris iris_debug``: B4 x T8; ``paper`` = ``iris``: B64 x T20, on a GPU by default:
-on a CPU one update takes minutes), with the same dense-floor baseline.
+on a CPU one update takes minutes), with the same dense-floor baseline; ``--modes`` apply to
+IRIS's imagination (``compiled``: its one-token step under ``torch.compile``; ``captured``:
+each imagined frame one CUDA-graph replay), reported against the eager update of the same run
+as ``actor_critic_speedup`` (the part imagination is in) and ``speedup`` (the whole update).
 """
 
 from __future__ import annotations
@@ -266,7 +269,7 @@ def iris_batch(b: int, t: int, actions: int, rng: np.random.Generator) -> dict[s
     }
 
 
-def iris_config(size: str, device: str) -> Config:
+def iris_config(size: str, device: str, run: list[str] | None = None) -> Config:
     """IRIS at ``size`` (``debug`` or ``paper``) with all three parts training from update 0.
 
     The env preset comes first: ``atari`` sets ``replay.seq_len`` 64 (Dreamer's T), and the
@@ -274,30 +277,51 @@ def iris_config(size: str, device: str) -> Config:
     """
     presets = ["atari", "iris"] + (["iris_debug"] if size == "debug" else [])
     starts = [f"iris.start.{part}=0" for part in ("tokenizer", "world_model", "actor_critic")]
-    return build_config(presets, [f"run.device={device}", *starts])
+    return build_config(presets, [f"run.device={device}", *starts, *(run or [])])
 
 
-def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
-    config = iris_config(size, device)
+def time_iris(
+    size: str, device: str, repeats: int, run: list[str]
+) -> tuple[Any, dict[str, list[float]], float, dict[str, Any]]:
+    """(agent, seconds of the update and of each part, warm-up seconds, counts of one
+    profiled update)."""
+    config = iris_config(size, device, run)
     b, t = config.replay.batch_size, config.replay.seq_len
     obs_space, act_space = spaces("image")
     agent = create_model("iris", obs_space, act_space, config)
     batch = iris_batch(b, t, int(act_space.n), np.random.default_rng(0))  # type: ignore[attr-defined]
     state = agent.init_train(b)
-    for _ in range(2):
+    start = time.perf_counter()
+    for _ in range(2):  # compiled: the compilation; captured: recording the CUDA graph
         state, _ = agent.train(batch, state)
-    totals: list[float] = []
-    parts: dict[str, list[float]] = {"tokenizer": [], "world_model": [], "actor_critic": []}
+    synchronize(agent.device)
+    warmup = time.perf_counter() - start
+    times: dict[str, list[float]] = {
+        "update": [], "tokenizer": [], "world_model": [], "actor_critic": []
+    }  # fmt: skip
     for _ in range(repeats):
         start = time.perf_counter()
         state, metrics = agent.train(batch, state)
-        totals.append(time.perf_counter() - start)
-        for part, values in parts.items():
-            values.append(metrics[f"time/{part}"])
+        times["update"].append(time.perf_counter() - start)
+        for part in ("tokenizer", "world_model", "actor_critic"):
+            times[part].append(metrics[f"time/{part}"])
+    return agent, times, warmup, count_update(agent, batch, state)
+
+
+def bench_iris(
+    size: str, device: str, repeats: int, modes: list[str] | None = None
+) -> dict[str, Any]:
+    """One IRIS size: the eager update and the dense floor, then each other mode (the
+    imagination's token step compiled, or each imagined frame a CUDA-graph replay)."""
+    agent, times, _, counts = time_iris(size, device, repeats, MODES["eager"])
+    b, t = agent.config.replay.batch_size, agent.config.replay.seq_len
     params = agent.param_counts()["total"]
-    update = median(totals)
+    update = median(times["update"])
     floor = dense_floor(params, device, repeats, rows=b * t)
-    return {
+    parts = {
+        f"{part}_s": median(times[part]) for part in ("tokenizer", "world_model", "actor_critic")
+    }
+    row: dict[str, Any] = {
         "family": "iris",
         "size": size,
         "obs": "image",
@@ -307,10 +331,35 @@ def bench_iris(size: str, device: str, repeats: int) -> dict[str, Any]:
         "update_s": update,
         "updates_per_s": 1.0 / update,
         "replayed_steps_per_s": b * t / update,
-        **{f"{part}_s": median(values) for part, values in parts.items()},
+        **parts,
         "dense_floor_s": floor,
         "ratio_to_dense_floor": update / floor,
+        "modes": {
+            "eager": {
+                "update_s": update,
+                **parts,
+                **counts,
+                "gpu_busy_share": counts["gpu_busy_s"] / update,
+            }
+        },
     }
+    for mode in modes or []:
+        if mode == "eager" or (mode == "captured" and not device.startswith("cuda")):
+            continue  # CUDA graphs need a GPU
+        _, times, warmup, counts = time_iris(size, device, repeats, MODES[mode])
+        seconds = median(times["update"])
+        imagination = median(times["actor_critic"])
+        row["modes"][mode] = {
+            "update_s": seconds,
+            **{f"{part}_s": median(times[part]) for part in ("tokenizer", "world_model")},
+            "actor_critic_s": imagination,
+            "warmup_s": warmup,
+            "speedup": update / seconds,
+            "actor_critic_speedup": parts["actor_critic_s"] / imagination,
+            **counts,
+            "gpu_busy_share": counts["gpu_busy_s"] / seconds,
+        }
+    return row
 
 
 def summary_line(row: dict[str, Any]) -> str:
@@ -368,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     if "iris" in args.families:
         rows = []
         for size in args.iris_sizes:
-            row = bench_iris(size, args.device, args.repeats)
+            row = bench_iris(size, args.device, args.repeats, modes)
             rows.append(row)
             print(
                 f"iris {size:5s} B{row['batch'][0]}xT{row['batch'][1]} "
@@ -378,7 +427,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"ms  {row['ratio_to_dense_floor']:5.1f}x dense floor",
                 flush=True,
             )
-        setup = {"repeats": args.repeats, "device": args.device}
+            for mode, m in row["modes"].items():
+                if mode != "eager":
+                    print(
+                        f"    {mode:8s} {m['update_s'] * 1e3:8.1f} ms/update, actor-critic "
+                        f"(imagination) {m['actor_critic_s'] * 1e3:.1f} ms: "
+                        f"{m['actor_critic_speedup']:.2f}x eager (warm-up {m['warmup_s']:.0f} s)",
+                        flush=True,
+                    )
+        setup = {"repeats": args.repeats, "device": args.device, "modes": modes}
         path = write_result("learner_iris", {"setup": setup, "results": rows})
         print(f"wrote {path}")
 

@@ -145,16 +145,22 @@ def peer_rows(data: dict[str, Any]) -> list[Row]:
 
 
 def iris_rows(data: dict[str, Any]) -> list[Row]:
-    return [
-        (
+    rows: list[Row] = []
+    for r in data["results"]:
+        what = (
             f"IRIS imagination, `{r['size']}` ({r['params'] / 1e6:.2f}M), "
-            f"B{r['batch']} x {r['horizon']} steps, KV cache",
-            f"{_n(r['cached_tokens_per_s'])} tokens/s",
-            f"full recomputation: {_n(r['full_tokens_per_s'])} tokens/s",
-            f"{r['speedup']:.1f}x",
+            f"B{r['batch']} x {r['horizon']} steps, KV cache"
         )
-        for r in data["results"]
-    ]
+        baseline = f"full recomputation: {_n(r['full_tokens_per_s'])} tokens/s"
+        modes = r.get("modes") or {"eager": {"tokens_per_s": r["cached_tokens_per_s"],
+                                             "speedup_vs_full": r["speedup"]}}  # fmt: skip
+        for mode, m in modes.items():
+            label = what if mode == "eager" else f"{what}, {mode} step"
+            ratio = f"{m['speedup_vs_full']:.1f}x"
+            if mode != "eager" and m.get("speedup_vs_eager"):
+                ratio += f" ({m['speedup_vs_eager']:.2f}x eager cache)"
+            rows.append((label, f"{_n(m['tokens_per_s'])} tokens/s", baseline, ratio))
+    return rows
 
 
 def tokenizer_rows(data: dict[str, Any]) -> list[Row]:

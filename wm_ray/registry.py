@@ -101,7 +101,12 @@ MODELS: dict[str, ModelSpec] = {
             "wm_ray.models.iris.config:IrisConfig",
             "IRIS: VQ tokenizer, causal transformer world model (KV-cached imagination), "
             "CNN+LSTM actor-critic; image observations, discrete actions.",
-            Capabilities(observations=("image",), actions=("discrete",), steppable=True),
+            Capabilities(
+                observations=("image",),
+                actions=("discrete",),
+                run_options=("compile",),
+                steppable=True,
+            ),
             test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
             validator="wm_ray.models.iris.config:validate",
         ),

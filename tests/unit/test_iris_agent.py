@@ -61,7 +61,7 @@ def test_unsupported_spaces_and_settings_fail_with_clear_errors() -> None:
         IrisAgent(
             IMAGE, ACTIONS, config("iris.world_model.embed_dim=60", "iris.world_model.heads=8")
         )
-    for setting in ("run.precision=bf16", "run.channels_last=true", "run.compile=true"):
+    for setting in ("run.precision=bf16", "run.channels_last=true", "run.cpu_rng=true"):
         key = setting.split("=")[0]
         with pytest.raises(UnsupportedError, match=f"iris family does not support {key}="):
             create_model("iris", IMAGE, ACTIONS, config(setting))
@@ -94,6 +94,26 @@ def test_every_stage_trains_and_a_checkpoint_round_trips_exactly(tmp_path: Path)
     for key in after_a:
         if not key.startswith("time/"):
             assert after_a[key] == pytest.approx(after_b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_compiled_imagination_trains_as_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.compile: the imagination's token step compiled (aot_eager here: the same graph
+    without inductor's compile time); every metric of an update equals the eager learner's."""
+    monkeypatch.setattr(IrisAgent, "compile_backend", "aot_eager")
+    eager = IrisAgent(IMAGE, ACTIONS, config())
+    compiled = IrisAgent(IMAGE, ACTIONS, config("run.compile=true"))
+    assert compiled.step_mode == "compiled" and eager.step_mode == "eager"
+    _, ours = compiled.train(batch(0, b=2), None)
+    _, theirs = eager.train(batch(0, b=2), None)
+    for key in theirs:
+        if not key.startswith("time/"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
+    assert list(compiled._steppers) == [2] and compiled.stepper(2).mode == "compiled"
+    captured = IrisAgent(
+        IMAGE, ACTIONS, config("run.compile=true", "run.compile_mode=reduce-overhead")
+    )
+    assert captured.step_mode == "captured"  # a CPU learner runs it compiled
+    assert captured.stepper(2).mode == "compiled" and not captured.stepper(2).capture
 
 
 def test_acting_weights_reproduce_the_learners_acting_and_is_first_resets_memory() -> None:

@@ -3,6 +3,8 @@ world-model loss's labels, imagination's termination masks and the actor-critic 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from wm_ray.models.common.actor_critic import ActorCritic
 from wm_ray.models.common.imagination import Trajectory, reinforce_loss, rollout
 from wm_ray.models.common.testing import assert_close_to_scale
 from wm_ray.models.iris.config import ActorCriticConfig, TokenizerConfig, WorldModelConfig
-from wm_ray.models.iris.imagination import Dream, FrameDream
+from wm_ray.models.iris.imagination import Dream, FrameDream, Stepper
 from wm_ray.models.iris.losses import world_model_loss
 from wm_ray.models.iris.tokenizer import Tokenizer
 from wm_ray.models.iris.transformer import WorldModel
@@ -107,13 +109,14 @@ def test_kv_cache_gives_the_full_recomputation_logits(context: int) -> None:
     cache = wm.new_cache(3, torch.device("cpu"))
     outs = []
     for p in range(ids.shape[1]):
-        out = wm(wm.embed_tokens(ids[:, p : p + 1], p % BLOCK), cache=cache)
+        out = wm(wm.embed_tokens(ids[:, p : p + 1], cache.next), cache=cache)
         outs.append(torch.cat([out.obs_logits, out.reward_logits, out.end_logits[..., None]], -1))
+        assert cache.size == min(p + 1, context * BLOCK)
     cached = torch.cat(outs, 1)
     assert_close_to_scale(cached, full, 1e-4, what="cached logits")
-    assert cache.size <= context * BLOCK
-    if context < steps:
-        assert cache.start > 0, "the cache never slid"
+    assert int(cache.next) == steps * BLOCK
+    if context < steps:  # the ring went round: every slot was overwritten at least once
+        assert int(cache.positions.min()) >= steps * BLOCK - context * BLOCK
 
 
 @torch.no_grad()
@@ -260,3 +263,81 @@ def test_actor_critic_loss_pushes_up_actions_with_positive_advantage() -> None:
     assert logits.grad is not None and values.grad is not None
     assert logits.grad[0, 0, 1] < 0 < logits.grad[0, 0, 0]  # descent raises action 1's logit
     assert values.grad[0, 0] < 0  # the value of s_0 moves up toward the return 1
+
+
+def _dream_frames(
+    wm: WorldModel, stepper: Stepper | None, start: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames and reward/end logits of a dream from ``start`` under ``actions`` ``(H, B)``."""
+    dream = Dream(wm, start.shape[0], cached=stepper is not None, stepper=stepper)
+    dream.observe(start)
+    gen = torch.Generator(start.device).manual_seed(5)
+    frames, logits = [], []
+    for step_actions in actions:
+        tokens, reward_logits, end_logits = dream.frame(step_actions, 1.0, gen)
+        frames.append(tokens)
+        logits.append(torch.cat([reward_logits, end_logits[:, None]], -1))
+    return torch.stack(frames), torch.stack(logits)
+
+
+@torch.no_grad()
+def test_compiled_stepper_is_one_graph_that_samples_what_eager_samples() -> None:
+    """The one-token step through the fixed ring cache compiles to one graph, reused over
+    every token of every dream (fresh dreams included), and samples what eager samples."""
+    wm = make_wm(context=3)
+    batch, horizon = 3, 4  # 1 + 4 frames: the ring goes round
+    start = torch.randint(0, VOCAB, (batch, K), generator=torch.Generator().manual_seed(3))
+    actions = torch.randint(
+        0, ACTIONS, (horizon, batch), generator=torch.Generator().manual_seed(4)
+    )
+    graphs = []
+
+    def counting(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = Stepper(wm, batch, "compiled", backend=counting)
+    eager_frames, eager_logits = _dream_frames(wm, Stepper(wm, batch), start, actions)
+    for _ in range(2):  # a second dream on the same stepper: the same graph again
+        frames, logits = _dream_frames(wm, compiled, start, actions)
+        assert torch.equal(frames, eager_frames)
+        assert_close_to_scale(logits, eager_logits, 1e-4, what="reward and end logits")
+    assert len(graphs) == 1, f"the token step compiled {len(graphs)} times"
+    full_frames, _ = _dream_frames(wm, None, start, actions)
+    assert torch.equal(full_frames, eager_frames)
+
+
+def test_stepper_refuses_an_unknown_mode_and_a_wrong_batch() -> None:
+    wm = make_wm()
+    with pytest.raises(ValueError, match=r"'graph'.*eager"):
+        Stepper(wm, 2, "graph")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stepper for 2 streams cannot run 3"):
+        Dream(wm, 3, stepper=Stepper(wm, 2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+def test_captured_stepper_replays_frames_that_match_eager_on_cuda() -> None:
+    """A CUDA-graph captured frame (action + K tokens, one replay) against the eager CUDA
+    stepper: the same tokens and logits over dreams that wrap the ring, a second dream on the
+    same graphs, and the ring left as eager leaves it."""
+    wm = make_wm(context=3).cuda()
+    batch, horizon = 4, 6
+    start = torch.randint(0, VOCAB, (batch, K), generator=torch.Generator().manual_seed(3)).cuda()
+    actions = torch.randint(
+        0, ACTIONS, (horizon, batch), generator=torch.Generator().manual_seed(4)
+    )
+    actions = actions.cuda()
+    eager = Stepper(wm, batch)
+    captured = Stepper(wm, batch, "captured")
+    assert captured.capture
+    eager_frames, eager_logits = _dream_frames(wm, eager, start, actions)
+    for _ in range(2):
+        frames, logits = _dream_frames(wm, captured, start, actions)
+        assert torch.equal(frames, eager_frames)
+        assert_close_to_scale(logits, eager_logits, 1e-4, what="captured reward and end logits")
+    assert torch.equal(captured.cache.positions, eager.cache.positions)
+    for ours, theirs in zip(captured.cache.keys, eager.cache.keys, strict=True):
+        assert_close_to_scale(ours, theirs, 1e-4, what="cached keys")
+    assert len(captured._graphs) == 1

@@ -37,10 +37,16 @@ def sample_index(probs: torch.Tensor, generator: Source = None) -> torch.Tensor:
     returns some class, the losses of that update turn non-finite, and the update is skipped and
     counted (``counters/nonfinite_updates``) instead of the run dying inside torch."""
     detached = probs.detach()
-    uniform = rand((*probs.shape[:-1], 1), detached, generator)
-    cdf = detached.cumsum(-1)
+    return inverse_cdf(detached, rand((*probs.shape[:-1], 1), detached, generator))
+
+
+def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Class indices ``(...)`` of ``probs (..., K)`` (unnormalized is fine) at the given
+    ``uniform (..., 1)`` numbers in [0, 1): the draw of :func:`sample_index` with its numbers
+    given (a captured graph's samplers take theirs as inputs)."""
+    cdf = probs.cumsum(-1)
     index = (cdf < uniform * cdf[..., -1:]).sum(-1)
-    return index.clamp_(max=probs.shape[-1] - 1)
+    return index.clamp(max=probs.shape[-1] - 1)
 
 
 class OneHotCategorical:

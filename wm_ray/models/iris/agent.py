@@ -28,7 +28,7 @@ from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
 from wm_ray.models.common.imagination import reinforce_loss, rollout, sample_logits
 from wm_ray.models.iris.config import RootConfig, check_config
-from wm_ray.models.iris.imagination import Dream, FrameDream
+from wm_ray.models.iris.imagination import Dream, FrameDream, Mode, Stepper
 from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss, world_model_loss
 from wm_ray.models.iris.networks import Tokenizer, build_networks
 
@@ -46,6 +46,9 @@ class IrisAgent(AgentBase):
     """
 
     family = "iris"
+    compile_backend = "inductor"
+    """``torch.compile`` backend of the imagination's step with ``run.compile`` (tests set
+    ``aot_eager``: the same graph, run op by op, without inductor's compile time)."""
 
     def __init__(
         self,
@@ -90,6 +93,21 @@ class IrisAgent(AgentBase):
             no_decay=self.wm.no_decay(),
         )
         self.ac_opt = Optimizer(self.ac.parameters(), cfg.ac.lr, clip=cfg.ac.clip)
+        run = config.run
+        self.step_mode: Mode = "eager"
+        if run.compile:
+            self.step_mode = "captured" if run.compile_mode == "reduce-overhead" else "compiled"
+        self._steppers: dict[int, Stepper] = {}
+
+    def stepper(self, batch: int) -> Stepper:
+        """The imagination's :class:`Stepper` for ``batch`` streams, made once (``run.compile``:
+        the one-token step compiled; ``run.compile_mode=reduce-overhead`` on a GPU: each
+        imagined frame one CUDA-graph replay)."""
+        if batch not in self._steppers:
+            self._steppers[batch] = Stepper(
+                self.wm, batch, self.step_mode, backend=self.compile_backend
+            )
+        return self._steppers[batch]
 
     # ----------------------------------------------------------------------------- acting
 
@@ -219,7 +237,14 @@ class IrisAgent(AgentBase):
                     state = ActorCritic.reset(state, is_first[:, first + i])
                     _, _, state = self.ac(recon[:, i], state)
             state = ActorCritic.reset(state, is_first[:, -1])
-        dream = FrameDream(self.wm, self.tokenizer, tokens[:, -1], ac_cfg.temperature, self.gen)
+        dream = FrameDream(
+            self.wm,
+            self.tokenizer,
+            tokens[:, -1],
+            ac_cfg.temperature,
+            self.gen,
+            stepper=self.stepper(b),
+        )
         traj = rollout(
             dream, self.ac, dream.first_frame, state, ~is_terminal[:, -1], ac_cfg.horizon, self.gen
         )
@@ -239,7 +264,8 @@ class IrisAgent(AgentBase):
         self.require_learner()
         self.nets.eval()
         tokens = self.tokenizer.tokenize(self._frames(image))
-        dream = Dream(self.wm, tokens.shape[0], cached=cached)
+        n = tokens.shape[0]
+        dream = Dream(self.wm, n, cached=cached, stepper=self.stepper(n) if cached else None)
         dream.observe(tokens)
         return dream, self._to_uint8(self.tokenizer.decode(tokens))
 
@@ -254,11 +280,11 @@ class IrisAgent(AgentBase):
             raise ValueError(f"actions must be ({dream.batch},) env actions, got {action}")
         if action_t.max() >= self.num_actions:
             raise ValueError(f"action {action} out of range (the env has {self.num_actions})")
-        reward_logits, end_logits = dream.act(action_t)
+        temp = self.cfg.ac.temperature if temperature is None else temperature
+        tokens, reward_logits, end_logits = dream.frame(action_t, temp, self.gen)
         reward = self.wm.reward_value(reward_logits, self.gen)
         end = torch.sigmoid(end_logits.float()) > 0.5
-        temp = self.cfg.ac.temperature if temperature is None else temperature
-        frames = self.tokenizer.decode(dream.generate(temp, self.gen))
+        frames = self.tokenizer.decode(tokens)
         return self._to_uint8(frames), reward.cpu().numpy(), end.cpu().numpy()
 
     @staticmethod

@@ -13,13 +13,13 @@ alike).
 Positions. IRIS learns absolute position embeddings and, when its imagination outgrows the
 context, starts over from the current frame alone. Here a learned *slot* embedding (which of the
 ``K + 1`` places in a block a token holds) gives the spatial identity, and rotary embeddings in
-attention give relative time. Attention then depends on distances only, so the KV cache slides
-by whole blocks without recomputing anything and gives exactly the outputs of the full windowed
-computation.
+attention give relative time. Attention then depends on distances only, so the KV cache is a
+ring that overwrites the block leaving the window, recomputes nothing, and gives exactly the
+outputs of the full windowed computation.
 
 :class:`KVCache` holds the keys and values of every layer for a batch of streams that advance in
-lockstep; :meth:`WorldModel.forward` runs full sequences (training, and the full-recomputation
-baseline) or extends a cache (imagination).
+lockstep, in fixed-shape tensors; :meth:`WorldModel.forward` runs full sequences (training, and
+the full-recomputation baseline) or extends a cache (imagination).
 """
 
 from __future__ import annotations
@@ -52,12 +52,19 @@ def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 
 class KVCache:
-    """Keys and values of every layer for ``batch`` streams, at most ``capacity`` tokens.
+    """Keys and values of every layer for ``batch`` streams: a ring of ``capacity`` tokens.
+
+    The token at absolute position ``p`` lives in slot ``p % capacity``; writing it overwrites
+    position ``p - capacity``, whose block is exactly ``context`` blocks back, the first one the
+    sliding window no longer sees. Every shape is fixed and the write position is a tensor
+    (``next``), so a step through the cache is one static tensor program: compiled once, and
+    captured as a CUDA graph that replays without Python in between.
 
     Args:
         layers, batch, heads, head_dim: the transformer's shape.
-        capacity: tokens kept (``context * block``).
-        block: tokens per block; eviction drops whole blocks, oldest first.
+        capacity: tokens held (``context * block``).
+        block: tokens per block (``K + 1``).
+        context: blocks a query may look back, its own included.
     """
 
     def __init__(
@@ -68,35 +75,63 @@ class KVCache:
         head_dim: int,
         capacity: int,
         block: int,
+        context: int,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        shape = (layers, batch, heads, capacity, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.capacity, self.block, self.batch = capacity, block, batch
-        self.size = 0
-        """Tokens held."""
-        self.start = 0
-        """Absolute position of the oldest token held."""
+        shape = (batch, heads, capacity, head_dim)
+        # One tensor per layer (not slices of one): a compiled step then writes its token into
+        # each in place instead of copying a whole ``(layers, ...)`` tensor around the write.
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.positions = torch.full((capacity,), -1, dtype=torch.long, device=device)
+        """Absolute position held by each slot (-1: empty)."""
+        self.next = torch.zeros((), dtype=torch.long, device=device)
+        """Absolute position of the next token."""
+        self.capacity, self.block, self.context, self.batch = capacity, block, context, batch
+
+    def reset(self) -> None:
+        """Empty the cache in place (a captured graph keeps pointing at the same tensors)."""
+        self.positions.fill_(-1)
+        self.next.zero_()
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the cache (keys and values of each layer, positions, next)."""
+        return [*self.keys, *self.values, self.positions, self.next]
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of :meth:`tensors`, for :meth:`restore`."""
+        return [t.clone() for t in self.tensors()]
+
+    def restore(self, snapshot: list[torch.Tensor]) -> None:
+        """Put a :meth:`snapshot` back, in place."""
+        for held, saved in zip(self.tensors(), snapshot, strict=True):
+            held.copy_(saved)
 
     @property
-    def end(self) -> int:
-        """Absolute position of the next token."""
-        return self.start + self.size
+    def size(self) -> int:
+        """Tokens held (synchronizes with the device: for tests and reports)."""
+        return int((self.positions >= 0).sum())
 
-    def make_room(self, tokens: int) -> None:
-        """Evict the oldest whole blocks until ``tokens`` more fit."""
-        if tokens > self.capacity:
-            raise ValueError(f"cannot add {tokens} tokens to a KV cache of {self.capacity}")
-        over = self.size + tokens - self.capacity
-        if over <= 0:
-            return
-        drop = -(-over // self.block) * self.block
-        keep = self.size - drop
-        self.keys[:, :, :, :keep] = self.keys[:, :, :, drop : self.size].clone()
-        self.values[:, :, :, :keep] = self.values[:, :, :, drop : self.size].clone()
-        self.size, self.start = keep, self.start + drop
+    def write(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Claim the slots of the next ``n`` tokens (which must lie in one block).
+
+        Returns their absolute positions ``(n,)``, their slots ``(n,)`` and the attention mask
+        ``(n, capacity)`` (True = may attend): keys held at positions up to the query's own and
+        in the query's last ``context`` blocks.
+        """
+        if n > self.block:
+            raise ValueError(f"cannot add {n} tokens at once to a KV cache of {self.block}-blocks")
+        positions = self.next + torch.arange(n, device=self.next.device)
+        slots = positions % self.capacity
+        self.positions.index_copy_(0, slots, positions)
+        held = self.positions[None, :]
+        query = positions[:, None]
+        mask = (held >= 0) & (held <= query)
+        mask &= torch.div(held, self.block, rounding_mode="floor") > (
+            torch.div(query, self.block, rounding_mode="floor") - self.context
+        )
+        return positions, slots, mask
 
 
 class SelfAttention(nn.Module):
@@ -114,15 +149,16 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, n, dim = x.shape
         q, k, v = self.qkv(x).view(batch, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, positions), rotary(k, positions)
         if cache is not None:
-            lo, hi = cache.size, cache.size + n
-            cache.keys[layer, :, :, lo:hi] = k
-            cache.values[layer, :, :, lo:hi] = v
-            k, v = cache.keys[layer, :, :, :hi], cache.values[layer, :, :, :hi]
+            assert slots is not None
+            cache.keys[layer][:, :, slots] = k
+            cache.values[layer][:, :, slots] = v
+            k, v = cache.keys[layer], cache.values[layer]
         drop = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         return self.resid_drop(self.proj(out.transpose(1, 2).reshape(batch, n, dim)))
@@ -146,8 +182,9 @@ class Block(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), positions, mask, cache, layer)
+        x = x + self.attn(self.norm1(x), positions, mask, cache, layer, slots)
         return x + self.mlp(self.norm2(x))
 
 
@@ -218,8 +255,9 @@ class WorldModel(nn.Module):
         x = x + self.slot_embed.weight
         return x.flatten(1, 2)
 
-    def embed_tokens(self, tokens: torch.Tensor, first_slot: int) -> torch.Tensor:
-        """Embeddings of ``(B, n)`` consecutive tokens whose first holds slot ``first_slot``."""
+    def embed_tokens(self, tokens: torch.Tensor, first_slot: int | torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``(B, n)`` consecutive tokens whose first holds slot ``first_slot``
+        (an int, or a 0-dim tensor holding the slot or the absolute position)."""
         slots = (torch.arange(tokens.shape[1], device=tokens.device) + first_slot) % self.block
         is_action = slots == self.tokens
         obs = self.obs_embed(tokens.clamp(max=self.vocab - 1))
@@ -257,27 +295,22 @@ class WorldModel(nn.Module):
 
         Without ``cache``: a whole sequence starting at position 0 (``positions`` may say
         otherwise), attending as ``mask`` allows (plain causal when None). With ``cache``: the
-        ``n`` tokens extend the cache (making room first) and attend to everything it holds.
+        ``n`` tokens (within one block) extend the cache and attend to what its window holds.
         ``last``: compute the heads at the last ``last`` positions only.
         """
         n = x.shape[1]
+        slots = None
         if cache is not None:
-            cache.make_room(n)
-            start = cache.end
-            positions = torch.arange(start, start + n, device=x.device)
-            if n > 1:
-                held = cache.size
-                q = torch.arange(n, device=x.device)[:, None] + held
-                mask = torch.arange(held + n, device=x.device)[None, :] <= q
+            positions, slots, mask = cache.write(n)
         elif positions is None:
             positions = torch.arange(n, device=x.device)
             if mask is None:
                 mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         h = self.drop(x)
         for i, block in enumerate(self.blocks):
-            h = block(h, positions, mask, cache, i)
+            h = block(h, positions, mask, cache, i, slots)
         if cache is not None:
-            cache.size += n
+            cache.next += n
         h = self.norm(h if last is None else h[:, -last:])
         return Outputs(
             hidden=h,
@@ -295,6 +328,7 @@ class WorldModel(nn.Module):
             cfg.embed_dim // cfg.heads,
             cfg.context * self.block,
             self.block,
+            cfg.context,
             device,
         )
 
