@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The GPU checks of the learner, in one go (under 8 minutes on one H100/H200):
+# The GPU checks of the learner, in one go, most important first:
 #   1. the CUDA tests: CUDA vs CPU updates with device-independent draws (eager, compiled,
-#      captured as CUDA graphs, bf16), captured vs eager over many replays, checkpoint/resume
-#   2. the learner bench: the three JAX-matched sizes, image observations, B16 x T64,
-#      eager / compiled / captured, fp32 and bf16 (kernels, launches, GPU busy share)
-#   3. IRIS at its paper preset (B64 x T20): the update with eager / compiled / captured
-#      imagination, and the imagination alone (tokens/s of each mode vs full recomputation)
-#   4. the update profile at the 12M JAX-matched size
-# Results go to benchmarks/results/cuda-<gpu>/ (and $OUT, when set, for the device tool), where
+#      captured as CUDA graphs, bf16), captured vs eager over many replays, checkpoint/resume,
+#      IRIS's captured imagination frame vs eager
+#   2. the learner bench at the three JAX-matched sizes, image observations, B16 x T64, bf16
+#      (the goal): eager and captured (kernels, launches, GPU busy share)
+#   3. IRIS at its paper preset (B64 x T20): the update with eager and captured imagination,
+#      and the imagination alone (tokens/s of each mode vs full recomputation)
+#   4. the 12M size in fp32 and bf16 with the compiled (not captured) update, for the table
+#   5. the update profile at the 12M JAX-matched size
+# Every step writes its results before the next starts (the learner bench merges its rows), so
+# a run cut short keeps what it measured. Aimed at ~8 minutes on one H100/H200, the compilation
+# included (not yet run on a GPU: the first run tells). Results go to
+# benchmarks/results/cuda-<gpu>/ (and $OUT, when set, for the device tool), where
 # `python -m benchmarks.summary` picks them up for the README's expected-speed table.
 #
 #   bash benchmarks/gpu_check.sh            # on a machine with a CUDA GPU
@@ -22,9 +27,10 @@ export PYTHONUNBUFFERED=1
 
 STEPS=(
   "-m pytest -q -p no:cacheprovider tests/unit/test_dreamer_compiled.py tests/unit/test_iris_world_model.py -k 'cuda or captured' -x"
-  "benchmarks/learner_bench.py --families dreamer --sizes jax1m jax12m jax50m --obs image --modes eager compiled captured --precision fp32 bf16 --repeats 5"
-  "benchmarks/learner_bench.py --families iris --iris-sizes paper --modes eager compiled captured --repeats 3"
-  "benchmarks/iris_bench.py --sizes paper --batch 64 --horizon 20 --modes eager compiled captured --repeats 3"
+  "benchmarks/learner_bench.py --families dreamer --sizes jax1m jax12m jax50m --obs image --modes eager captured --precision bf16 --repeats 5 --merge"
+  "benchmarks/learner_bench.py --families iris --iris-sizes paper --modes eager captured --repeats 3 --merge"
+  "benchmarks/iris_bench.py --sizes paper --batch 64 --horizon 20 --modes eager captured --repeats 3"
+  "benchmarks/learner_bench.py --families dreamer --sizes jax12m --obs image --modes compiled captured --precision fp32 bf16 --repeats 5 --merge"
   "benchmarks/profile_update.py --sizes jax12m --obs image --repeats 3"
 )
 
@@ -55,12 +61,23 @@ fi
 
 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA GPU')"
 start=$SECONDS
-for step in "${STEPS[@]}"; do
-  echo "=== $PY $step"
-  eval "$PY $step"
-done
 tag=$($PY -c "from benchmarks.common import machine_tag; print(machine_tag())")
+copy_out() {
+  if [[ -n "${OUT:-}" ]]; then
+    mkdir -p "$OUT/$tag" && cp benchmarks/results/"$tag"/*.json "$OUT/$tag/" 2>/dev/null || true
+  fi
+}
+failed=()
+for step in "${STEPS[@]}"; do  # a failing step is reported at the end; the next ones still run
+  echo "=== $PY $step  ($((SECONDS - start)) s in)"
+  eval "$PY $step" || failed+=("$step")
+  copy_out
+done
+$PY -m benchmarks.summary >/dev/null || true
+copy_out
 echo "=== gpu_check: done in $((SECONDS - start)) s; results in benchmarks/results/$tag/"
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT/$tag" && cp benchmarks/results/"$tag"/*.json benchmarks/results/"$tag"/*.md "$OUT/$tag/" 2>/dev/null || true
+if [[ -n "${OUT:-}" ]]; then cp benchmarks/results/"$tag"/*.md "$OUT/$tag/" 2>/dev/null || true; fi
+if ((${#failed[@]})); then
+  printf 'gpu_check: FAILED: %s\n' "${failed[@]}"
+  exit 1
 fi

@@ -32,6 +32,7 @@ as ``actor_critic_speedup`` (the part imagination is in) and ``speedup`` (the wh
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median, write_result
+from benchmarks.common import machine_tag, median, write_result
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
 from wm_ray.factory import create_model
@@ -397,7 +398,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--device", default="cuda" if gpu else "cpu")
     p.add_argument("--out", type=Path, default=None, help="Dreamer JSON path")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of the existing result files that this run does not redo (same "
+        "size, observations and precision; of a redone row, the modes it does not time), so "
+        "several shorter runs add up to one table",
+    )
     return p
+
+
+def merged(name: str, rows: list[dict[str, Any]], out: Path | None) -> list[dict[str, Any]]:
+    """``rows`` after the rows of the existing ``name`` result that they do not replace."""
+    path = out or Path(__file__).resolve().parent / "results" / machine_tag() / f"{name}.json"
+    if not path.is_file():
+        return rows
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row.get("family"), row["size"], row["obs"], row.get("precision", "fp32"))
+
+    old = {key(row): row for row in json.loads(path.read_text())["results"]}
+    result = []
+    for row in rows:  # a redone row keeps the modes this run did not time
+        before = old.pop(key(row), None)
+        if before is not None and "modes" in row:
+            row = {**row, "modes": {**before.get("modes", {}), **row["modes"]}}
+        result.append(row)
+    return list(old.values()) + result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -412,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
                     row = bench(size, obs, args.device, args.repeats, modes, precision)
                     rows.append(row)
                     print(summary_line(row), flush=True)
+        if args.merge:
+            rows = merged("learner", rows, args.out)
         path = write_result("learner", {"setup": setup, "results": rows}, args.out)
         print(f"wrote {path}")
     if "iris" in args.families:
@@ -436,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
                         flush=True,
                     )
         setup = {"repeats": args.repeats, "device": args.device, "modes": modes}
+        if args.merge:
+            rows = merged("learner_iris", rows, None)
         path = write_result("learner_iris", {"setup": setup, "results": rows})
         print(f"wrote {path}")
 

@@ -245,12 +245,13 @@ def rllib_eval(algo: Any, episodes: int) -> list[float]:
 # ----------------------------------------------------------------------------------- wm_ray
 
 
-def wm_ray_agent(size: str, batch: tuple[int, int], seed: int) -> Any:
+def wm_ray_agent(size: str, batch: tuple[int, int], seed: int, compiled: bool = False) -> Any:
     _, presets, overrides = SIZES[size]
     config = build_config(
         ["dreamer", *presets],
         [
             *overrides,
+            f"run.compile={str(compiled).lower()}",
             "run.device=cpu",
             f"run.seed={seed}",
             f"replay.batch_size={batch[0]}",
@@ -281,7 +282,7 @@ def wm_ray_batch(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def bench_updates(
-    size: str, batch: tuple[int, int], repeats: int, warmup: int, seed: int
+    size: str, batch: tuple[int, int], repeats: int, warmup: int, seed: int, compiled: bool = False
 ) -> dict[str, Any]:
     rllib_size = SIZES[size][0]
     # training_ratio = B*T: the first train() fills the buffer with B*T steps, then updates once.
@@ -300,10 +301,21 @@ def bench_updates(
             state, metrics = agent.train(data, state)
             return time.perf_counter() - start, metrics
 
+        fast = wm_ray_agent(size, batch, seed, compiled=True) if compiled else None
+        fast_state = fast.init_train(batch[0]) if fast is not None else None
+
+        def compiled_update() -> float:
+            nonlocal fast_state
+            assert fast is not None
+            start = time.perf_counter()
+            fast_state, _ = fast.train(data, fast_state)
+            return time.perf_counter() - start
+
         for _ in range(warmup):
             rllib_update(algo, sample, num_actions)
             wm_ray_update()
-        rllib_s, wm_s, wm_wm, wm_ac = [], [], [], []
+        compile_s = sum(compiled_update() for _ in range(3)) if fast is not None else None
+        rllib_s, wm_s, wm_wm, wm_ac, fast_s = [], [], [], [], []
         cpu_before = cpu_times()
         threads = set()
         for _ in range(repeats):
@@ -312,6 +324,8 @@ def bench_updates(
             wm_s.append(seconds)
             wm_wm.append(metrics["time/world_model"])
             wm_ac.append(metrics["time/actor_critic"])
+            if fast is not None:
+                fast_s.append(compiled_update())
             threads.add(torch.get_num_threads())
         machine_cpu_s = cpu_delta(cpu_before)
         rllib_params = rllib_param_counts(algo)
@@ -319,6 +333,16 @@ def bench_updates(
         algo.stop()
     wm_params = dict(agent.param_counts())
     rllib_ms, wm_ms = median(rllib_s) * 1e3, median(wm_s) * 1e3
+    extra: dict[str, Any] = {}
+    if fast_s:  # the compiled update, timed in the same alternation
+        fast_ms = median(fast_s) * 1e3
+        extra = {
+            "wm_ray_compiled_update_s": fast_s,
+            "wm_ray_compiled_ms_per_update": fast_ms,
+            "wm_ray_compiled_first_updates_s": compile_s,
+            "ratio_rllib_to_wm_ray_compiled": rllib_ms / fast_ms,
+            "goal_met_compiled": rllib_ms / fast_ms >= GOAL,
+        }
     return {
         "size": size,
         "rllib_model_size": rllib_size,
@@ -338,6 +362,7 @@ def bench_updates(
         "goal": GOAL,
         "goal_met": rllib_ms / wm_ms >= GOAL,
         "machine_cpu_s_during_timing": machine_cpu_s,
+        **extra,
     }
 
 
@@ -683,6 +708,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"{'met' if row['goal_met'] else 'not met'} | "
             f"{row.get('machine_cpu_s_during_timing', {}).get('others', '-')} |"
         )
+        if "wm_ray_compiled_ms_per_update" in row:
+            lines.append(
+                f"| {row['rllib_model_size']} / {wm_cfg} `run.compile=true` | "
+                f"{row['params']['rllib']['total']:,} | {row['params']['wm_ray']['total']:,} | "
+                f"{row['rllib_ms_per_update']:,.0f} | {row['wm_ray_compiled_ms_per_update']:,.0f} "
+                f"| **{row['ratio_rllib_to_wm_ray_compiled']:.2f}x** | "
+                f"{'met' if row['goal_met_compiled'] else 'not met'} | (same run) |"
+            )
     if result.get("updates"):
         verdicts = ", ".join(
             f"{row['ratio_rllib_to_wm_ray']:.2f}x at {row['rllib_model_size']}"
@@ -773,6 +806,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--wm-ray-compiled",
+        action="store_true",
+        help="part 1 also times wm_ray with run.compile=true (its compilation, minutes on a "
+        "CPU, runs before the timing), alternating with the other two",
+    )
     parser.add_argument("--skip-updates", action="store_true", help="only part 2")
     parser.add_argument("--skip-learning", action="store_true", help="only part 1")
     parser.add_argument("--budget-minutes", type=float, default=15.0)
@@ -840,14 +879,22 @@ def main() -> None:
     if not args.skip_updates:
         result["updates"] = []
         for size in args.sizes:
-            row = bench_updates(size, batch, args.repeats, args.warmup, args.seed)
+            row = bench_updates(
+                size, batch, args.repeats, args.warmup, args.seed, args.wm_ray_compiled
+            )
             result["updates"].append(row)
             p = row["params"]
             print(
                 f"{size:5s} params RLlib {p['rllib']['total']:,} / wm_ray {p['wm_ray']['total']:,}"
                 f"  RLlib {row['rllib_ms_per_update']:8.1f} ms  wm_ray "
                 f"{row['wm_ray_ms_per_update']:8.1f} ms  ratio {row['ratio_rllib_to_wm_ray']:.2f}x"
-                f" (goal {GOAL:g}x {'met' if row['goal_met'] else 'not met'})",
+                f" (goal {GOAL:g}x {'met' if row['goal_met'] else 'not met'})"
+                + (
+                    f"; wm_ray compiled {row['wm_ray_compiled_ms_per_update']:8.1f} ms, ratio "
+                    f"{row['ratio_rllib_to_wm_ray_compiled']:.2f}x"
+                    if "wm_ray_compiled_ms_per_update" in row
+                    else ""
+                ),
                 flush=True,
             )
         result["updates_wall_s"] = time.perf_counter() - started

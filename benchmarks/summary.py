@@ -121,6 +121,15 @@ def peer_rows(data: dict[str, Any]) -> list[Row]:
                 f"RLlib / wm_ray = {u['ratio_rllib_to_wm_ray']:.2f}x",
             )
         )
+        if "wm_ray_compiled_ms_per_update" in u:
+            rows.append(
+                (
+                    "the same, wm_ray `run.compile=true` (timed in the same alternation)",
+                    f"wm_ray {_ms(u['wm_ray_compiled_ms_per_update'] / 1000)}",
+                    f"RLlib {_ms(u['rllib_ms_per_update'] / 1000)}",
+                    f"RLlib / wm_ray = {u['ratio_rllib_to_wm_ray_compiled']:.2f}x",
+                )
+            )
     for result in data.get("learning") or []:
         settings = result.get("settings", {})
         what = f"CartPole-v1 to eval return {result['target']:.0f}: {result['system']}"

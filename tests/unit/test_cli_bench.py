@@ -261,8 +261,38 @@ def test_gpu_check_dry_run_names_existing_files_and_arguments_that_parse() -> No
     assert out.returncode == 0, out.stderr
     assert "dry run ok" in out.stdout
     steps = [line for line in out.stdout.splitlines() if line.startswith(sys.executable)]
-    assert any("--modes eager compiled captured" in s and "jax50m" in s for s in steps)
-    assert any("--iris-sizes paper" in s for s in steps)
+    assert any("--modes eager captured" in s and "jax50m" in s and "bf16" in s for s in steps)
+    assert any("--modes compiled captured" in s and "fp32" in s for s in steps)
+    assert any("--iris-sizes paper" in s and "captured" in s for s in steps)
+    assert any("iris_bench.py" in s and "captured" in s for s in steps)
+
+
+def test_learner_bench_merge_keeps_rows_and_modes_a_run_does_not_redo(tmp_path: Path) -> None:
+    """gpu_check runs the learner bench several times; --merge adds each run's rows to the
+    file, and of a redone row keeps the modes that run did not time."""
+    import json
+
+    from benchmarks.learner_bench import merged
+
+    def row(size: str, precision: str, **modes: float) -> dict[str, object]:
+        times = {m: {"update_s": v} for m, v in modes.items()}
+        return {"family": "dreamer", "size": size, "obs": "image", "precision": precision,
+                "update_s": 1.0, "modes": times}  # fmt: skip
+
+    path = tmp_path / "learner.json"
+    before = [row("jax1m", "bf16", eager=1.0, captured=0.1),
+              row("jax12m", "bf16", eager=2.0, captured=0.2)]  # fmt: skip
+    path.write_text(json.dumps({"results": before}))
+    rows = merged("learner", [row("jax12m", "bf16", eager=2.5, compiled=1.0),
+                              row("jax12m", "fp32", eager=3.0)], path)  # fmt: skip
+    by_key = {(r["size"], r["precision"]): r["modes"] for r in rows}
+    assert by_key[("jax1m", "bf16")] == {"eager": {"update_s": 1.0}, "captured": {"update_s": 0.1}}
+    assert by_key[("jax12m", "bf16")] == {
+        "eager": {"update_s": 2.5}, "captured": {"update_s": 0.2}, "compiled": {"update_s": 1.0}
+    }  # fmt: skip
+    assert by_key[("jax12m", "fp32")] == {"eager": {"update_s": 3.0}}
+    assert len(rows) == 3
+    assert merged("learner", rows[:1], tmp_path / "absent.json") == rows[:1]
 
 
 def test_learner_bench_sizes_match_the_jax_presets_and_refuse_unknown_ones() -> None:
