@@ -28,9 +28,10 @@ END = "<!-- expected-speed:end -->"
 GPU_PENDING = (
     "**GPU: not measured yet.** No GPU has been lent to this project's sessions so far. On a "
     "machine with a CUDA GPU, `bash benchmarks/gpu_check.sh` runs the CUDA tests (CUDA vs CPU "
-    "updates, captured vs eager), the learner at the three JAX-matched sizes (eager, compiled, "
-    "captured; fp32 and bf16; kernels, launches and GPU busy share per update), IRIS at its "
-    "paper preset and the update profile, and writes `benchmarks/results/cuda-<gpu>/`, which "
+    "updates, captured vs eager, IRIS's captured imagination), the learner at the three "
+    "JAX-matched sizes (bf16 eager vs captured; fp32 and bf16 compiled at 12M; kernels, "
+    "launches and GPU busy share per update), IRIS at its paper preset (eager vs captured "
+    "imagination) and the update profile, and writes `benchmarks/results/cuda-<gpu>/`, which "
     "adds its rows here."
 )
 """The line the README's table carries while no ``cuda-*`` results exist."""
