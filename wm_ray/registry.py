@@ -106,6 +106,16 @@ MODELS: dict[str, ModelSpec] = {
             validator="wm_ray.models.iris.config:validate",
         ),
         ModelSpec(
+            "planet",
+            "wm_ray.models.planet.agent:PlanetAgent",
+            "wm_ray.models.planet.config:PlanetConfig",
+            "PlaNet: Gaussian RSSM world model, CEM planning in latent space (batched over envs "
+            "and candidates); continuous actions.",
+            Capabilities(actions=("continuous",)),
+            test_config=("planet_debug",),
+            validator="wm_ray.models.planet.config:validate",
+        ),
+        ModelSpec(
             "random",
             "wm_ray.models.random.agent:RandomAgent",
             None,
