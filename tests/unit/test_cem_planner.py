@@ -4,7 +4,7 @@ of the Dreamer family (planner: cem)."""
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from wm_ray.models.rssm.rssm import State
 CEM = CEMConfig(horizon=5, candidates=400, iterations=8, top_k=40)
 
 
-def _tracking_model(targets: torch.Tensor, candidates: int):  # type: ignore[no-untyped-def]
+def _tracking_model(targets: torch.Tensor, candidates: int) -> tuple[Any, Any]:
     """A toy world model whose state holds the step count and the last action; its reward is
     ``-|a_k - targets[env, k]|^2``, so the best sequence of env ``n`` is ``targets[n]``.
     States are env-major: row ``m`` belongs to env ``m // candidates``."""
@@ -159,7 +159,7 @@ def test_dreamer_plans_with_cem_on_its_reward_continue_and_critic() -> None:
         (["planet.cem.value=true"], "planet.cem.value=True (PlaNet has no critic"),
     ],
 )
-def test_bad_planet_settings_are_refused_naming_the_value(overrides, named) -> None:  # type: ignore[no-untyped-def]
+def test_bad_planet_settings_are_refused_naming_the_value(overrides: list[str], named: str) -> None:
     from wm_ray.models.planet.config import validate
 
     config = build_config(["planet"], overrides)
@@ -185,11 +185,9 @@ def test_cem_on_a_discrete_env_is_refused_before_the_run_naming_what_is_valid(mo
     from wm_ray.validate import validate_run
 
     sets = ["env.id=CartPole-v1", f"run.model={model}"]
-    config = build_config(["planet"] if model == "planet" else [], sets)
     if model == "dreamer":
-        config = dataclasses.replace(
-            config, dreamer=dataclasses.replace(config.dreamer, planner="cem")
-        )
+        sets.append("dreamer.planner=cem")
+    config = build_config(["planet"] if model == "planet" else [], sets)
     with pytest.raises(UnsupportedError) as err:
         validate_run(config)
     text = str(err.value)

@@ -23,7 +23,7 @@ The model enters through three functions, so any latent world model can plan wit
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar, cast
 
 import torch
 
@@ -123,7 +123,7 @@ def cem_plan(
     mean = ref.new_zeros(n, 1, horizon, action_dim, dtype=torch.float32)
     std = torch.ones_like(mean)
     # every env's state repeated for its J candidates: (N * J, ...), env-major
-    starts = start.map(lambda x: x.repeat_interleave(cands, 0))
+    starts = cast(S, start.map(lambda x: x.repeat_interleave(cands, 0)))
     bootstrap = value if cfg.value else None
     score = ref.new_zeros(n, dtype=torch.float32)
     for _ in range(cfg.iterations):
