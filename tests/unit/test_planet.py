@@ -147,3 +147,27 @@ def test_loss_terms_are_reported_and_overshooting_only_when_asked() -> None:
     _, without = world_model_loss(wm, data, LossConfig(overshooting=0), True, torch.Generator())
     assert {key + t for t in ("kl", "image", "vector", "reward", "total")} <= set(without)
     assert key + "overshooting" in with_over and key + "overshooting" not in without
+
+
+def test_one_policy_step_plans_for_all_envs_in_one_batched_planner_call() -> None:
+    """The agent's policy for N envs runs the RSSM prior horizon x iterations times, each
+    time on all N x candidates states (a spy on the real RSSM step counts the calls)."""
+    from wm_ray.conformance import fake_obs, spaces
+    from wm_ray.factory import create_model
+
+    config = build_config(["planet", "planet_debug"], ["run.device=cpu"])
+    obs_space, act_space = spaces(("vector",), "continuous")
+    agent = create_model("planet", obs_space, act_space, config, acting=True)
+    rssm, calls = agent.wm.rssm, []
+    real_step = rssm.img_step
+
+    def spy(state, action, gen=None):
+        calls.append(action.shape[0])
+        return real_step(state, action, gen)
+
+    rssm.img_step = spy
+    envs, cem = 5, config.planet.cem
+    obs = {**fake_obs(obs_space, envs, np.random.default_rng(0)), "is_first": np.ones(envs, bool)}
+    _, action, _ = agent.policy(agent.init_policy(envs), obs, "explore")
+    assert calls == [envs * cem.candidates] * (cem.horizon * cem.iterations)
+    assert action.shape == (envs, 2) and np.abs(action).max() <= 1.0
