@@ -36,8 +36,7 @@ class LossConfig:
     """Scale of the one-step KL(q(s_t | ...) || p(s_t | s_{t-1}, a_{t-1}))."""
     overshooting: int = 0
     """Latent overshooting distance D: KL terms of the priors predicted 2..D steps open loop
-    against the (stop-gradient) posteriors. 0 or 1: the one-step ELBO only (the paper's RSSM
-    agent)."""
+    against the (stop-gradient) posteriors. 0 or 1: the one-step ELBO only (the default)."""
     overshooting_scale: float = 1.0
     """Scale of the mean of the multi-step KL terms (the paper's beta_d, equal for all d)."""
     image_scale: float = 1.0
