@@ -68,6 +68,11 @@ class ModelSpec(NamedTuple):
     test_config: tuple[str, ...] = ()
     """Presets and ``key=value`` overrides that make the family test-sized (the conformance
     suite, ``wm_ray.conformance``, applies them after ``run.model``)."""
+    config_capabilities: str | None = None
+    """``module:function`` narrowing ``capabilities`` for a config: it returns None (no
+    change) or ``(Capabilities, setting)`` where ``setting`` names what narrows them (e.g.
+    ``dreamer.planner=cem`` plans continuous actions only); :func:`check_supported` then checks
+    against those and names the setting."""
     validator: str | None = None
     """``module:function`` checking the family's settings in the root config (raises
     ``ValueError`` naming every bad value); run by ``wm_ray.validate.validate_run`` before a
@@ -93,6 +98,7 @@ MODELS: dict[str, ModelSpec] = {
             Capabilities(run_options=("compile", "precision", "channels_last", "cpu_rng")),
             aliases=("dreamerv3", "rssm"),
             test_config=("debug", "size_debug"),
+            config_capabilities="wm_ray.models.dreamer.config:capabilities",
             validator="wm_ray.models.dreamer.config:validate",
         ),
         ModelSpec(
@@ -109,6 +115,16 @@ MODELS: dict[str, ModelSpec] = {
             ),
             test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
             validator="wm_ray.models.iris.config:validate",
+        ),
+        ModelSpec(
+            "planet",
+            "wm_ray.models.planet.agent:PlanetAgent",
+            "wm_ray.models.planet.config:PlanetConfig",
+            "PlaNet: Gaussian RSSM world model, CEM planning in latent space (batched over envs "
+            "and candidates); continuous actions.",
+            Capabilities(actions=("continuous",)),
+            test_config=("planet_debug",),
+            validator="wm_ray.models.planet.config:validate",
         ),
         ModelSpec(
             "random",
@@ -211,7 +227,11 @@ def check_supported(
     Raises:
         UnsupportedError: listing every unsupported setting.
     """
-    caps = spec.capabilities
+    caps, setting = spec.capabilities, ""
+    if spec.config_capabilities is not None:
+        narrowed = import_object(spec.config_capabilities)(config)
+        if narrowed is not None:
+            caps, setting = narrowed[0], f" with {narrowed[1]}"
     problems = []
     for option, default in RUN_OPTIONS.items():
         value = getattr(config.run, option)
@@ -229,8 +249,8 @@ def check_supported(
             problems.append(f"{kind} actions ({act_space})")
     if problems:
         raise UnsupportedError(
-            f"the {spec.name} family does not support {'; '.join(problems)}. It supports: "
-            f"{_supported(caps)}"
+            f"the {spec.name} family{setting} does not support {'; '.join(problems)}. It "
+            f"supports{setting}: {_supported(caps)}"
         )
 
 

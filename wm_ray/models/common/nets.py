@@ -178,8 +178,14 @@ class ConvEncoder(nn.Module):
         """``(..., H, W, C)`` raw pixels -> ``(..., out_dim)`` float32."""
         if tuple(image.shape[-3:]) != self.image_shape:
             raise ValueError(f"expected images (..., {self.image_shape}), got {tuple(image.shape)}")
-        x = preprocess_image(image).movedim(-1, -3)
-        return bottle(self.net, x, 3)
+        return self.encode(preprocess_image(image))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., H, W, C)`` images already in model space (float, about [-0.5, 0.5], e.g.
+        PlaNet's bit-reduced frames) -> ``(..., out_dim)``."""
+        if tuple(x.shape[-3:]) != self.image_shape:
+            raise ValueError(f"expected images (..., {self.image_shape}), got {tuple(x.shape)}")
+        return bottle(self.net, x.movedim(-1, -3), 3)
 
 
 class ConvDecoder(nn.Module):

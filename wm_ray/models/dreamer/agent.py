@@ -44,6 +44,8 @@ from wm_ray.models.dreamer.networks import (
     build_networks,
     param_counts,
 )
+from wm_ray.models.rssm.planning import Plan, cem_plan, explore
+from wm_ray.registry import UnsupportedError
 
 Carry = tuple[State, torch.Tensor]
 
@@ -75,7 +77,7 @@ class DreamerAgent(AgentBase):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
             if acting:
-                self.wm, self.actor = build_acting_networks(
+                self.wm, self.actor, critic = build_acting_networks(
                     self.shapes, self.act.dim, self.act.discrete, cfg
                 )
             else:
@@ -89,8 +91,16 @@ class DreamerAgent(AgentBase):
         grad = cfg.ac.actor_grad
         self.dynamics = grad == "dynamics" or (grad == "auto" and not self.act.discrete)
         self.bf16 = config.run.precision == "bf16"
+        if cfg.planner == "cem" and self.act.discrete:
+            raise UnsupportedError(
+                f"dreamer.planner=cem plans continuous actions, got {act_space}; use "
+                "dreamer.planner=actor for discrete actions"
+            )
         if acting:
-            self._set_networks({"wm": self.wm, "actor": self.actor})
+            nets: dict[str, nn.Module] = {"wm": self.wm, "actor": self.actor}
+            if critic is not None:
+                self.critic = nets["critic"] = critic
+            self._set_networks(nets)
             return
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         ac = cfg.ac
@@ -172,6 +182,11 @@ class DreamerAgent(AgentBase):
         is_first = self.check_policy_inputs(obs, prev_action.shape[0], mode)
         embed = self.wm.encoder(obs_tensors(obs, self.shapes, self.device, lead=1))
         state, _ = self.wm.rssm.obs_step(state, prev_action, embed, is_first, self.gen)
+        if self.cfg.planner == "cem":
+            action = self.plan(state).action
+            if mode == "explore":
+                action = explore(action, self.cfg.cem.explore_noise, self.gen)
+            return (state, action), action.cpu().numpy().astype(np.float32), {}
         dist = self.actor(self.wm.rssm.features(state))
         action = dist.sample(self.gen) if mode == "explore" else dist.mode()
         if self.act.discrete:
@@ -180,6 +195,26 @@ class DreamerAgent(AgentBase):
             action = action.clamp(-1.0, 1.0)
             env_action = action.cpu().numpy().astype(np.float32)
         return (state, action), env_action, {}
+
+    def plan(self, state: State) -> Plan:
+        """``planner: cem``: one CEM call for the ``N`` states ``(N, ...)`` on the predicted
+        rewards, weighted by the predicted continue probabilities and ``cem.discount``, plus
+        the critic's value at the horizon with ``cem.value``."""
+        wm, rssm, cem = self.wm, self.wm.rssm, self.cfg.cem
+
+        def step(s: State, action: torch.Tensor) -> State:
+            return rssm.img_step(s, action, self.gen)[0]
+
+        def reward(s: State) -> torch.Tensor:
+            return wm.reward_dist(rssm.features(s)).mean()
+
+        def cont(s: State) -> torch.Tensor:
+            return torch.sigmoid(wm.cont_logits(rssm.features(s)))
+
+        def value(s: State) -> torch.Tensor:
+            return self.critic(rssm.features(s)).mean()
+
+        return cem_plan(state, step, reward, self.act.dim, cem, self.gen, cont, value)
 
     # ----------------------------------------------------------------------------- learning
 
@@ -285,8 +320,14 @@ class DreamerAgent(AgentBase):
     # ----------------------------------------------------------------------------- weights
 
     def acting_modules(self) -> dict[str, nn.Module]:
-        """The ``encoder``, ``rssm`` and ``actor``."""
-        return {"encoder": self.wm.encoder, "rssm": self.wm.rssm, "actor": self.actor}
+        """The ``encoder``, ``rssm`` and ``actor``; planning (``planner: cem``) also the
+        ``reward`` and ``cont`` heads, and the ``critic`` with ``cem.value``."""
+        modules = {"encoder": self.wm.encoder, "rssm": self.wm.rssm, "actor": self.actor}
+        if self.cfg.planner == "cem":
+            modules.update(reward=self.wm.reward, cont=self.wm.cont)
+            if self.cfg.cem.value:
+                modules["critic"] = self.critic
+        return modules
 
     def optimizers(self) -> dict[str, Optimizer]:
         if self.acting:

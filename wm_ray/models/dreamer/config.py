@@ -13,22 +13,26 @@ own settings (Hafner et al. 2023, hyperparameter table) at size S, and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
-from wm_ray.models.rssm.config import RSSMConfig
+from wm_ray.models.rssm.config import CEMConfig, RSSMConfig, check_cem
 from wm_ray.types import Ranges
 
 if TYPE_CHECKING:  # wm_ray.config builds its ``dreamer`` section from this module
     from wm_ray.config import ReplayConfig, RunConfig
+    from wm_ray.registry import Capabilities
 
 __all__ = [
     "ActorCriticConfig",
+    "CEMConfig",
     "DreamerConfig",
     "LossConfig",
     "OptimConfig",
     "RSSMConfig",
     "RootConfig",
+    "capabilities",
     "check_config",
     "validate",
 ]
@@ -149,6 +153,13 @@ class DreamerConfig:
     """Two-hot bins of the reward head and the critic."""
     report_context: int = 5
     """report(): posterior steps before the open-loop prediction starts."""
+    planner: Literal["actor", "cem"] = "actor"
+    """How the agent acts: ``actor`` (the policy learned in imagination) or ``cem`` (PlaNet's
+    model-predictive control: CEM over action sequences on the learned reward and continue
+    heads, plus the critic at the horizon with ``cem.value``; continuous actions only). The
+    actor and critic are trained either way."""
+    cem: CEMConfig = field(default_factory=CEMConfig)
+    """The CEM planner of ``planner: cem``."""
     rssm: RSSMConfig = field(default_factory=lambda: RSSMConfig(deter=128, hidden=128))
     """The RSSM (GRU and layers around it 128 wide by default)."""
     loss: LossConfig = field(default_factory=LossConfig)
@@ -222,5 +233,18 @@ def check_config(config: DreamerConfig) -> None:
         bad.append(f"dreamer.bins={config.bins} (must be >= 2)")
     if not 0 < ac.actor_min_std <= ac.actor_max_std:
         bad.append(f"dreamer.ac.actor_min_std/max_std={ac.actor_min_std}/{ac.actor_max_std}")
+    if config.planner == "cem":
+        bad += check_cem(config.cem, "dreamer.cem")
     if bad:
         raise ValueError("invalid dreamer config: " + "; ".join(bad))
+
+
+def capabilities(config: RootConfig) -> tuple[Capabilities, str] | None:
+    """The registry's per-config capabilities: with ``planner: cem`` continuous actions only
+    (the planner searches a continuous action box)."""
+    from wm_ray.registry import MODELS
+
+    if config.dreamer.planner != "cem":
+        return None
+    caps = dataclasses.replace(MODELS["dreamer"].capabilities, actions=("continuous",))
+    return caps, "dreamer.planner=cem"

@@ -110,7 +110,8 @@ class WorldModel(nn.Module):
         shapes: observation shapes from :func:`obs_shapes`.
         action_dim: size of the (one-hot) action the RSSM receives.
         config: the ``dreamer`` config section.
-        acting: only the encoder and the RSSM (what acting needs); the heads are then missing.
+        acting: only what acting needs: the encoder and the RSSM, plus the reward and continue
+            heads when the agent plans (``planner: cem``); no decoder.
     """
 
     decoder: Decoder
@@ -128,10 +129,11 @@ class WorldModel(nn.Module):
         self.encoder = Encoder(shapes, config)
         self.rssm = RSSM(config.rssm, self.encoder.out_dim, action_dim)
         self.twohot = TwoHot(config.bins)
-        if acting:
+        if acting and config.planner != "cem":
             return
         feat = self.rssm.feat_dim
-        self.decoder = Decoder(feat, shapes, config)
+        if not acting:
+            self.decoder = Decoder(feat, shapes, config)
         self.reward = MLP(feat, config.bins, config.units, config.layers)
         assert self.reward.out is not None
         init_zero_(self.reward.out)
@@ -200,10 +202,14 @@ def build_networks(
 
 def build_acting_networks(
     shapes: dict[str, tuple[int, ...]], action_dim: int, discrete: bool, config: DreamerConfig
-) -> tuple[WorldModel, Actor]:
-    """What acting needs: the world model's encoder and RSSM, and the actor."""
+) -> tuple[WorldModel, Actor, Critic | None]:
+    """What acting needs: the world model's encoder and RSSM (and, planning, its reward and
+    continue heads), the actor, and the critic when the planner bootstraps with it."""
     wm = WorldModel(shapes, action_dim, config, acting=True)
-    return wm, Actor(wm.rssm.feat_dim, action_dim, discrete, config)
+    critic = None
+    if config.planner == "cem" and config.cem.value:
+        critic = Critic(wm.rssm.feat_dim, config)
+    return wm, Actor(wm.rssm.feat_dim, action_dim, discrete, config), critic
 
 
 def param_counts(wm: WorldModel, actor: Actor, critic: Critic) -> dict[str, int]:
