@@ -1,11 +1,14 @@
 """Learner speed per family: updates/s per size preset and learner mode, and where an update's
 time goes.
 
-    python benchmarks/learner_bench.py [--families dreamer iris] [--sizes debug xs jax12m]
+    python benchmarks/learner_bench.py [--families dreamer iris presets] [--sizes debug xs jax12m]
         [--obs vector image] [--modes eager compiled captured] [--precision fp32 bf16]
         [--iris-sizes debug] [--repeats 3]
 
-Results: ``learner.json`` (Dreamer) and ``learner_iris.json`` (IRIS) in the machine's folder.
+Results: ``learner.json`` (Dreamer), ``learner_iris.json`` (IRIS) and ``learner_presets.json``
+(``--families presets``: the eager update of the learning runs' configurations of the other
+families, e.g. PlaNet's ``planet`` and ModularRSSM's ``modular`` per backbone, on vector
+observations at each preset's own batch) in the machine's folder.
 
 For each size, observation kind and precision, one update (world model + actor-critic in
 imagination) on a fixed B16 x T64 batch is timed after warm-up (size ``default``: the ``make
@@ -143,6 +146,46 @@ def dreamer_config(size: str, device: str, run: list[str]) -> Config:
     return build_config(presets, [*batch, *JAX_SIZES.get(size, []), *overrides])
 
 
+def update_row(
+    family: str,
+    size: str,
+    obs: str,
+    device: str,
+    batch: tuple[int, int],
+    params: int,
+    update: float,
+    floor: float,
+    counts: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The fields every learner row has: the eager update against the dense floor, with the
+    profiled counts as mode ``eager`` (``extra``: the family's own fields, e.g. its parts)."""
+    b, t = batch
+    parts = {k: v for k, v in extra.items() if k.endswith("_s")}
+    return {
+        "family": family,
+        "size": size,
+        "obs": obs,
+        "device": device,
+        "batch": [b, t],
+        "params": params,
+        "update_s": update,
+        "updates_per_s": 1.0 / update,
+        "replayed_steps_per_s": b * t / update,
+        **extra,
+        "dense_floor_s": floor,
+        "ratio_to_dense_floor": update / floor,
+        "modes": {
+            "eager": {
+                "update_s": update,
+                **parts,
+                **counts,
+                "gpu_busy_share": counts["gpu_busy_s"] / update,
+            }
+        },
+    }
+
+
 def count_update(agent: Any, batch: dict[str, np.ndarray], state: Any) -> dict[str, Any]:
     """Operator calls (CPU), CUDA kernels, launches and busy seconds of one profiled update."""
     from torch.autograd import DeviceType
@@ -217,25 +260,11 @@ def bench(
     params = agent.param_counts()["total"]
     update = median(totals)
     floor = dense_floor(params, device, repeats, rows=b * t)
-    row: dict[str, Any] = {
-        "family": "dreamer",
-        "size": size,
-        "obs": obs,
-        "device": device,
-        "precision": precision,
-        "batch": [b, t],
-        "params": params,
-        "update_s": update,
-        "updates_per_s": 1.0 / update,
-        "replayed_steps_per_s": b * t / update,
-        "world_model_s": median(wm),
-        "actor_critic_s": median(ac),
-        "world_model_share": median(wm) / (median(wm) + median(ac)),
-        "dense_floor_s": floor,
-        "ratio_to_dense_floor": update / floor,
-        "modes": {"eager": {"update_s": update, **counts, "gpu_busy_share": 0.0}},
-    }
-    row["modes"]["eager"]["gpu_busy_share"] = counts["gpu_busy_s"] / update
+    row = update_row(
+        "dreamer", size, obs, device, (b, t), params, update, floor, counts,
+        precision=precision, world_model_s=median(wm), actor_critic_s=median(ac),
+        world_model_share=median(wm) / (median(wm) + median(ac)),
+    )  # fmt: skip
     for mode in modes:
         if mode == "eager" or (mode == "captured" and not device.startswith("cuda")):
             continue  # CUDA graphs need a GPU
@@ -322,28 +351,7 @@ def bench_iris(
     parts = {
         f"{part}_s": median(times[part]) for part in ("tokenizer", "world_model", "actor_critic")
     }
-    row: dict[str, Any] = {
-        "family": "iris",
-        "size": size,
-        "obs": "image",
-        "device": device,
-        "batch": [b, t],
-        "params": params,
-        "update_s": update,
-        "updates_per_s": 1.0 / update,
-        "replayed_steps_per_s": b * t / update,
-        **parts,
-        "dense_floor_s": floor,
-        "ratio_to_dense_floor": update / floor,
-        "modes": {
-            "eager": {
-                "update_s": update,
-                **parts,
-                **counts,
-                "gpu_busy_share": counts["gpu_busy_s"] / update,
-            }
-        },
-    }
+    row = update_row("iris", size, "image", device, (b, t), params, update, floor, counts, **parts)
     for mode in modes or []:
         if mode == "eager" or (mode == "captured" and not device.startswith("cuda")):
             continue  # CUDA graphs need a GPU
@@ -363,10 +371,69 @@ def bench_iris(
     return row
 
 
+PRESET_ROWS: dict[str, tuple[list[str], list[str]]] = {
+    "planet": (["planet"], []),
+    "modular-gru": (["modular"], ["modular.backbone=gru"]),
+    "modular-lstm": (["modular"], ["modular.backbone=lstm"]),
+    "modular-transformer": (["modular"], ["modular.backbone=transformer"]),
+}
+"""``--families presets``: label -> (presets, overrides) of the configurations timed, each the
+one a learning run of the README uses (family from its ``run.model``), at its own batch."""
+
+
+def preset_batch(
+    obs: str, act_space: gym.Space, b: int, t: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """:func:`fake_batch` with actions of ``act_space`` (discrete indices or a Box in [-1, 1])."""
+    batch = fake_batch(obs, rng, b, t)
+    if isinstance(act_space, gym.spaces.Box):
+        shape = (b, t, *act_space.shape)
+        batch["action"] = rng.uniform(-1, 1, shape).astype(np.float32)
+    return batch
+
+
+def bench_preset(label: str, obs: str, device: str, repeats: int) -> dict[str, Any]:
+    """The eager update of one :data:`PRESET_ROWS` configuration and the dense floor; the
+    family's own ``time/*`` metrics give the seconds of its parts."""
+    from wm_ray.registry import get_model_spec
+
+    presets, overrides = PRESET_ROWS[label]
+    config = build_config(presets, [f"run.device={device}", *overrides])
+    family = config.run.model
+    obs_space, act_space = spaces(obs)
+    if "discrete" not in get_model_spec(family).capabilities.actions:
+        act_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    agent = create_model(family, obs_space, act_space, config)
+    b, t = config.replay.batch_size, config.replay.seq_len
+    batch = preset_batch(obs, act_space, b, t, np.random.default_rng(0))
+    state = agent.init_train(b)
+    for _ in range(2):
+        state, _ = agent.train(batch, state)
+    totals, parts = [], {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = agent.train(batch, state)
+        totals.append(time.perf_counter() - start)
+        for key, value in metrics.items():
+            if key.startswith("time/"):
+                parts.setdefault(f"{key[5:]}_s", []).append(value)
+    counts = count_update(agent, batch, state)
+    params = agent.param_counts()["total"]
+    update = median(totals)
+    floor = dense_floor(params, device, repeats, rows=b * t)
+    return update_row(
+        family, label, obs, device, (b, t), params, update, floor, counts,
+        presets=presets, overrides=overrides,
+        action="discrete" if isinstance(act_space, gym.spaces.Discrete) else "continuous",
+        **{key: median(values) for key, values in parts.items()},
+    )  # fmt: skip
+
+
 def summary_line(row: dict[str, Any]) -> str:
     b, t = row["batch"]
     line = (
-        f"dreamer {row['size']:6s} {row['obs']:6s} {row['precision']} B{b}xT{t} "
+        f"{row['family']} {row['size']:6s} {row['obs']:6s} {row.get('precision', 'fp32')} "
+        f"B{b}xT{t} "
         f"{row['params']:>11,} params  {row['update_s'] * 1e3:8.1f} ms/update  "
         f"{row['ratio_to_dense_floor']:5.1f}x dense floor"
     )
@@ -384,7 +451,11 @@ def parser() -> argparse.ArgumentParser:
     gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=["dreamer", "iris"],
-                   choices=["dreamer", "iris"])  # fmt: skip
+                   choices=["dreamer", "iris", "presets"],
+                   help="presets: the learning runs' configurations of other families "
+                   "(--preset-rows)")  # fmt: skip
+    p.add_argument("--preset-rows", nargs="+", default=list(PRESET_ROWS),
+                   choices=list(PRESET_ROWS))  # fmt: skip
     p.add_argument("--sizes", nargs="+", default=["debug", "xs", "s", "m", "l"] if gpu
                    else ["debug", "xs"],
                    choices=["default", "debug", "xs", "s", "m", "l", "xl", *JAX_SIZES])  # fmt: skip
@@ -442,6 +513,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.merge:
             rows = merged("learner", rows, args.out)
         path = write_result("learner", {"setup": setup, "results": rows}, args.out)
+        print(f"wrote {path}")
+    if "presets" in args.families:
+        rows = []
+        for label in args.preset_rows:
+            row = bench_preset(label, "vector", args.device, args.repeats)
+            rows.append(row)
+            print(summary_line(row), flush=True)
+        if args.merge:
+            rows = merged("learner_presets", rows, None)
+        path = write_result("learner_presets", {"setup": setup, "results": rows})
         print(f"wrote {path}")
     if "iris" in args.families:
         rows = []

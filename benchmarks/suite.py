@@ -55,6 +55,17 @@ STEPS: tuple[Step, ...] = (
         "learner updates/s per family and size, eager and the compiled update",
     ),
     Step(
+        "learner_presets",
+        ("benchmarks/learner_bench.py", "--families", "presets"),
+        "learner updates/s of the other families' learning-run configurations (PlaNet, "
+        "ModularRSSM per backbone)",
+    ),
+    Step(
+        "cem",
+        ("benchmarks/cem_bench.py",),
+        "CEM planning latency per vector step: one batched call for 16 envs vs a per-env loop",
+    ),
+    Step(
         "profile",
         ("benchmarks/profile_update.py",),
         "where a Dreamer update's time goes: phases and top operators (torch profiler)",

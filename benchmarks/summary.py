@@ -66,15 +66,23 @@ def _counts(mode: dict[str, Any]) -> str:
     return text
 
 
+FAMILY_NAMES = {"dreamer": "Dreamer", "iris": "IRIS", "planet": "PlaNet", "modular": "ModularRSSM"}
+
+
 def learner_rows(data: dict[str, Any]) -> list[Row]:
     rows = []
     for r in data["results"]:
         b, t = r.get("batch") or data["setup"]["batch"]
-        family = {"dreamer": "Dreamer", "iris": "IRIS"}[r.get("family", "dreamer")]
+        name = r.get("family", "dreamer")
+        family = FAMILY_NAMES.get(name, name)
         precision = f", {r['precision']}" if r.get("precision", "fp32") != "fp32" else ""
+        size = f"size `{r['size']}`"
+        if "presets" in r:  # learner_presets.json: a learning run's configuration
+            size = f"`--configs {' '.join(r['presets'])} {' '.join(r['overrides'])}`".replace(
+                " `", "`"
+            )
         what = (
-            f"{family} update, size `{r['size']}` ({r['params'] / 1e6:.2f}M), {r['obs']}, "
-            f"B{b}xT{t}{precision}"
+            f"{family} update, {size} ({r['params'] / 1e6:.2f}M), {r['obs']}, B{b}xT{t}{precision}"
         )
         modes = r.get("modes", {})
         figure = (
@@ -292,6 +300,7 @@ def memory_rows(data: dict[str, Any]) -> list[Row]:
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("learner.json", "Learner", learner_rows),
     ("learner_iris.json", "Learner", learner_rows),
+    ("learner_presets.json", "Learner", learner_rows),
     ("profile_dreamer.json", "Profile", profile_rows),
     ("peer_rllib.json", "Peer: RLlib DreamerV3", peer_rows),
     ("iris_imagination.json", "IRIS", iris_rows),

@@ -41,6 +41,8 @@ class Capabilities:
 
     observations: tuple[str, ...] = OBSERVATION_KINDS
     """Observation keys the family reads; an env must give at least one of them."""
+    needs: tuple[str, ...] = ()
+    """Observation keys an env must give, every one (e.g. the parts a config chose read them)."""
     actions: tuple[str, ...] = ACTION_KINDS
     """Action kinds it acts with: ``discrete`` and/or ``continuous``."""
     run_options: tuple[str, ...] = ()
@@ -115,6 +117,18 @@ MODELS: dict[str, ModelSpec] = {
             ),
             test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
             validator="wm_ray.models.iris.config:validate",
+        ),
+        ModelSpec(
+            "modular",
+            "wm_ray.models.modular.agent:ModularAgent",
+            "wm_ray.models.modular.config:ModularConfig",
+            "ModularRSSM: Dreamer's learning (or CEM planning) over an RSSM world model built "
+            "from parts: encoders conv/mlp/vit, decoders conv/mlp, backbones gru/lstm/transformer.",
+            Capabilities(run_options=("compile", "precision", "channels_last", "cpu_rng")),
+            aliases=("modular_rssm", "modularrssm"),
+            test_config=("debug", "modular_debug", "modular.backbone=transformer"),
+            config_capabilities="wm_ray.models.modular.config:capabilities",
+            validator="wm_ray.models.modular.config:validate",
         ),
         ModelSpec(
             "planet",
@@ -207,8 +221,9 @@ def action_kind(act_space: Any) -> str:
 
 def _supported(caps: Capabilities) -> str:
     options = ", ".join(f"run.{o}" for o in caps.run_options) or "none"
+    needs = f" (needs {' and '.join(caps.needs)})" if caps.needs else ""
     return (
-        f"observations {'/'.join(caps.observations)}, actions {'/'.join(caps.actions)}, "
+        f"observations {'/'.join(caps.observations)}{needs}, actions {'/'.join(caps.actions)}, "
         f"learner options: {options}"
     )
 
@@ -239,10 +254,13 @@ def check_supported(
             problems.append(f"run.{option}={value} (leave it at {default})")
     if obs_space is not None:
         kinds = observation_kinds(obs_space)
-        if not set(kinds) & set(caps.observations):
+        missing = [kind for kind in caps.needs if kind not in kinds]
+        if not set(kinds) & set(caps.observations) or missing:
             got = "/".join(kinds) or f"{obs_space}"
-            hint = " (set env.pixels=true to render images)" if "image" in caps.observations else ""
-            problems.append(f"observations of kind {got}{hint}")
+            wanted = set(caps.needs) or set(caps.observations)
+            hint = " (set env.pixels=true to render images)" if "image" in wanted else ""
+            need = f", without {'/'.join(missing)}" if missing else ""
+            problems.append(f"observations of kind {got}{need}{hint}")
     if act_space is not None:
         kind = action_kind(act_space)
         if kind not in caps.actions:

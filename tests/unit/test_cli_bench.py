@@ -26,6 +26,8 @@ MAKE_BENCH = [  # every benchmark step, in order
         "learner",
         ["benchmarks/learner_bench.py", "--sizes", "default", "debug", "xs", "--modes", "compiled"],
     ),
+    ("learner_presets", ["benchmarks/learner_bench.py", "--families", "presets"]),
+    ("cem", ["benchmarks/cem_bench.py"]),
     ("profile", ["benchmarks/profile_update.py"]),
     ("runtime", ["benchmarks/runtime_bench.py"]),
     ("worker_memory", ["benchmarks/worker_memory_bench.py"]),
@@ -89,6 +91,8 @@ def test_makefile_bench_runs_the_suite() -> None:
             [
                 "replay",
                 "learner",
+                "learner_presets",
+                "cem",
                 "profile",
                 "runtime",
                 "worker_memory",

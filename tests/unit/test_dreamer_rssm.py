@@ -33,7 +33,7 @@ def _inputs(batch: int = 3, steps: int = 7) -> tuple[torch.Tensor, torch.Tensor,
 def test_observe_runs_the_gru_exactly_once_per_step() -> None:
     rssm = _rssm()
     calls = []
-    rssm.gru.register_forward_hook(lambda *_: calls.append(1))
+    rssm.core.register_forward_hook(lambda *_: calls.append(1))
     embed, action, is_first = _inputs(steps=7)
     rssm.observe(embed, action, is_first)
     assert len(calls) == 7

@@ -3,7 +3,7 @@
 Files in a checkpoint directory, named after the model family (``dreamer``, ``iris``):
 
 - ``<family>.safetensors`` (or ``<family>_weights.pt`` without safetensors): every module
-  tensor, flat names such as ``wm.rssm.gru.linear.weight``;
+  tensor, flat names such as ``wm.rssm.core.linear.weight``;
 - ``<family>_optim.pt``: optimizer states and the sampling generator's state, read back with
   ``torch.load(weights_only=True)``;
 - ``<family>.json``: counters.

@@ -39,7 +39,10 @@ from wm_ray.models.dreamer.compiled import (
 )
 from wm_ray.models.dreamer.config import RootConfig, check_config
 from wm_ray.models.dreamer.networks import (
+    Actor,
+    Critic,
     State,
+    WorldModel,
     build_acting_networks,
     build_networks,
     param_counts,
@@ -70,20 +73,16 @@ class DreamerAgent(AgentBase):
         acting: bool = False,
     ) -> None:
         super().__init__(obs_space, act_space, config, acting)
-        self.cfg = cfg = config.dreamer
-        check_config(cfg)
+        self.cfg = cfg = getattr(config, self.family)
+        check_config(cfg, self.family)
         self.shapes = obs_shapes(obs_space)
         self.act = ActionSpec.of(act_space)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
             if acting:
-                self.wm, self.actor, critic = build_acting_networks(
-                    self.shapes, self.act.dim, self.act.discrete, cfg
-                )
+                self.wm, self.actor, critic = self.build_acting_networks()
             else:
-                self.wm, self.actor, self.critic = build_networks(
-                    self.shapes, self.act.dim, self.act.discrete, cfg
-                )
+                self.wm, self.actor, self.critic = self.build_networks()
         if config.run.compile and acting:  # acting: one RSSM step per call, compiled per step
             self.wm.rssm.compile_steps(config.run.compile_mode)
         if config.run.channels_last:
@@ -93,8 +92,8 @@ class DreamerAgent(AgentBase):
         self.bf16 = config.run.precision == "bf16"
         if cfg.planner == "cem" and self.act.discrete:
             raise UnsupportedError(
-                f"dreamer.planner=cem plans continuous actions, got {act_space}; use "
-                "dreamer.planner=actor for discrete actions"
+                f"{self.family}.planner=cem plans continuous actions, got {act_space}; use "
+                f"{self.family}.planner=actor for discrete actions"
             )
         if acting:
             nets: dict[str, nn.Module] = {"wm": self.wm, "actor": self.actor}
@@ -155,6 +154,15 @@ class DreamerAgent(AgentBase):
         if config.run.compile:
             self.compiled = CompiledUpdate(self, config.run.compile_mode)
 
+    def build_networks(self) -> tuple[WorldModel, Actor, Critic]:
+        """The learner's world model, actor and critic (a family built on Dreamer's learning
+        swaps its parts here)."""
+        return build_networks(self.shapes, self.act.dim, self.act.discrete, self.cfg)
+
+    def build_acting_networks(self) -> tuple[WorldModel, Actor, Critic | None]:
+        """What acting needs (see :func:`networks.build_acting_networks`)."""
+        return build_acting_networks(self.shapes, self.act.dim, self.act.discrete, self.cfg)
+
     def _autocast(self) -> torch.autocast:
         """bf16 autocast of the learner's forward passes where ``run.precision=bf16``."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -165,7 +173,7 @@ class DreamerAgent(AgentBase):
         """Initial states and zero previous actions for ``batch_size`` streams."""
         with torch.no_grad():
             state = self.wm.rssm.initial(batch_size)
-            state = State(state.deter.clone(), state.stoch.clone())
+            state = state.map(torch.clone)
         return state, torch.zeros(batch_size, self.act.dim, device=self.device)
 
     @torch.no_grad()
@@ -307,7 +315,7 @@ class DreamerAgent(AgentBase):
             embed, data.prev_action[:, :ctx], data.is_first[:, :ctx], gen=self.gen
         )
         feats = [rssm.feat(posts)]
-        state = State(posts.deter[:, -1], posts.stoch[:, -1])
+        state = posts.map(lambda x: x[:, -1])._replace(choice=None)
         for t in range(ctx, steps):
             state, action = rssm.reset(state, data.prev_action[:, t], data.is_first[:, t])
             state, _ = rssm.img_step(state, action, self.gen)

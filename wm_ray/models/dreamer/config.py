@@ -188,8 +188,9 @@ def validate(config: RootConfig) -> None:
     check_config(config.dreamer)
 
 
-def check_config(config: DreamerConfig) -> None:
-    """Raise ``ValueError`` naming every out-of-range setting of ``config``."""
+def check_config(config: DreamerConfig, section: str = "dreamer") -> None:
+    """Raise ``ValueError`` naming every out-of-range setting of ``config`` (the root config's
+    section ``section``: ``dreamer``, or a family built on Dreamer's, e.g. ``modular``)."""
     rssm, loss, ac, opt = config.rssm, config.loss, config.ac, config.opt
     positive = {
         "units": config.units,
@@ -205,7 +206,7 @@ def check_config(config: DreamerConfig) -> None:
         "opt.actor_lr": opt.actor_lr,
         "opt.critic_lr": opt.critic_lr,
     }
-    bad = [f"dreamer.{key}={value} (must be > 0)" for key, value in positive.items() if value <= 0]
+    bad = [f"{key}={value} (must be > 0)" for key, value in positive.items() if value <= 0]
     nonneg = {
         "layers": config.layers,
         "loss.free_bits": loss.free_bits,
@@ -214,37 +215,37 @@ def check_config(config: DreamerConfig) -> None:
         "opt.anneal": opt.anneal,
         "opt.anneal_after": opt.anneal_after,
     }
-    bad += [f"dreamer.{k}={v} (must be >= 0)" for k, v in nonneg.items() if v < 0]
+    bad += [f"{k}={v} (must be >= 0)" for k, v in nonneg.items() if v < 0]
     unit = {
         "rssm.unimix": rssm.unimix,
         "ac.actor_unimix": ac.actor_unimix,
         "ac.retnorm_decay": ac.retnorm_decay,
     }
-    bad += [f"dreamer.{k}={v} (must be in [0, 1))" for k, v in unit.items() if not 0 <= v < 1]
+    bad += [f"{k}={v} (must be in [0, 1))" for k, v in unit.items() if not 0 <= v < 1]
     closed = {
         "ac.gamma": ac.gamma,
         "ac.lam": ac.lam,
         "ac.slow_critic_fraction": ac.slow_critic_fraction,
     }
-    bad += [f"dreamer.{k}={v} (must be in [0, 1])" for k, v in closed.items() if not 0 <= v <= 1]
+    bad += [f"{k}={v} (must be in [0, 1])" for k, v in closed.items() if not 0 <= v <= 1]
     if not 0 < opt.anneal_to <= 1:
-        bad.append(f"dreamer.opt.anneal_to={opt.anneal_to} (must be in (0, 1])")
+        bad.append(f"opt.anneal_to={opt.anneal_to} (must be in (0, 1])")
     if config.bins < 2:
-        bad.append(f"dreamer.bins={config.bins} (must be >= 2)")
+        bad.append(f"bins={config.bins} (must be >= 2)")
     if not 0 < ac.actor_min_std <= ac.actor_max_std:
-        bad.append(f"dreamer.ac.actor_min_std/max_std={ac.actor_min_std}/{ac.actor_max_std}")
+        bad.append(f"ac.actor_min_std/max_std={ac.actor_min_std}/{ac.actor_max_std}")
     if config.planner == "cem":
-        bad += check_cem(config.cem, "dreamer.cem")
+        bad += check_cem(config.cem, "cem")
     if bad:
-        raise ValueError("invalid dreamer config: " + "; ".join(bad))
+        raise ValueError(f"invalid {section} config: " + "; ".join(f"{section}.{b}" for b in bad))
 
 
-def capabilities(config: RootConfig) -> tuple[Capabilities, str] | None:
+def capabilities(config: RootConfig, family: str = "dreamer") -> tuple[Capabilities, str] | None:
     """The registry's per-config capabilities: with ``planner: cem`` continuous actions only
     (the planner searches a continuous action box)."""
     from wm_ray.registry import MODELS
 
-    if config.dreamer.planner != "cem":
+    if getattr(config, family).planner != "cem":
         return None
-    caps = dataclasses.replace(MODELS["dreamer"].capabilities, actions=("continuous",))
-    return caps, "dreamer.planner=cem"
+    caps = dataclasses.replace(MODELS[family].capabilities, actions=("continuous",))
+    return caps, f"{family}.planner=cem"

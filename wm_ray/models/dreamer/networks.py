@@ -16,6 +16,8 @@ a tensor, or a :class:`~wm_ray.models.common.OneHotInput` (``RSSM.features``) wh
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -35,6 +37,7 @@ from wm_ray.models.common import (
 from wm_ray.models.common.data import obs_shapes
 from wm_ray.models.common.onehot import dense
 from wm_ray.models.dreamer.config import DreamerConfig
+from wm_ray.models.rssm.backbones import Backbone
 from wm_ray.models.rssm.rssm import RSSM, State
 
 __all__ = [
@@ -114,7 +117,7 @@ class WorldModel(nn.Module):
             heads when the agent plans (``planner: cem``); no decoder.
     """
 
-    decoder: Decoder
+    decoder: nn.Module
     reward: MLP
     cont: MLP
 
@@ -126,18 +129,35 @@ class WorldModel(nn.Module):
         acting: bool = False,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(shapes, config)
-        self.rssm = RSSM(config.rssm, self.encoder.out_dim, action_dim)
+        self.encoder = self.make_encoder(shapes, config)
+        core = self.make_core(config)
+        self.rssm = RSSM(config.rssm, self.encoder.out_dim, action_dim, core)
         self.twohot = TwoHot(config.bins)
         if acting and config.planner != "cem":
             return
         feat = self.rssm.feat_dim
         if not acting:
-            self.decoder = Decoder(feat, shapes, config)
+            self.decoder = self.make_decoder(feat, shapes, config)
         self.reward = MLP(feat, config.bins, config.units, config.layers)
         assert self.reward.out is not None
         init_zero_(self.reward.out)
         self.cont = MLP(feat, 1, config.units, config.layers)
+
+    # A world model with other parts (``wm_ray.models.modular``) overrides these three.
+
+    def make_encoder(self, shapes: dict[str, tuple[int, ...]], config: DreamerConfig) -> Any:
+        """The encoder: a module with ``out_dim`` mapping observations to ``(..., E)``."""
+        return Encoder(shapes, config)
+
+    def make_decoder(
+        self, feat_dim: int, shapes: dict[str, tuple[int, ...]], config: DreamerConfig
+    ) -> Any:
+        """The decoder: ``feat (..., F)`` -> predictions of the observation keys it models."""
+        return Decoder(feat_dim, shapes, config)
+
+    def make_core(self, config: DreamerConfig) -> Backbone | None:
+        """The RSSM's sequence model; None: the GRU."""
+        return None
 
     def reward_dist(self, feat: Features) -> TwoHotDist:
         """Two-hot reward distribution ``(...)`` of ``feat (..., F)``."""
@@ -192,20 +212,28 @@ class Critic(nn.Module):
 
 
 def build_networks(
-    shapes: dict[str, tuple[int, ...]], action_dim: int, discrete: bool, config: DreamerConfig
+    shapes: dict[str, tuple[int, ...]],
+    action_dim: int,
+    discrete: bool,
+    config: DreamerConfig,
+    world_model: type[WorldModel] = WorldModel,
 ) -> tuple[WorldModel, Actor, Critic]:
     """The trained networks; under ``with torch.device("meta")`` they cost no memory."""
-    wm = WorldModel(shapes, action_dim, config)
+    wm = world_model(shapes, action_dim, config)
     actor = Actor(wm.rssm.feat_dim, action_dim, discrete, config)
     return wm, actor, Critic(wm.rssm.feat_dim, config)
 
 
 def build_acting_networks(
-    shapes: dict[str, tuple[int, ...]], action_dim: int, discrete: bool, config: DreamerConfig
+    shapes: dict[str, tuple[int, ...]],
+    action_dim: int,
+    discrete: bool,
+    config: DreamerConfig,
+    world_model: type[WorldModel] = WorldModel,
 ) -> tuple[WorldModel, Actor, Critic | None]:
     """What acting needs: the world model's encoder and RSSM (and, planning, its reward and
     continue heads), the actor, and the critic when the planner bootstraps with it."""
-    wm = WorldModel(shapes, action_dim, config, acting=True)
+    wm = world_model(shapes, action_dim, config, acting=True)
     critic = None
     if config.planner == "cem" and config.cem.value:
         critic = Critic(wm.rssm.feat_dim, config)

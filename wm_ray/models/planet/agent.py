@@ -74,7 +74,7 @@ class PlanetAgent(AgentBase):
         """Initial states and zero previous actions for ``batch_size`` streams."""
         with torch.no_grad():
             state = self.wm.rssm.initial(batch_size)
-            state = State(state.deter.clone(), state.stoch.clone())
+            state = state.map(torch.clone)
         return state, torch.zeros(batch_size, self.act.dim, device=self.device)
 
     def plan(self, state: State) -> Plan:
@@ -146,7 +146,7 @@ class PlanetAgent(AgentBase):
             embed, data.prev_action[:, :ctx], data.is_first[:, :ctx], gen=self.gen
         )
         feats = [rssm.feat(posts)]
-        state = State(posts.deter[:, -1], posts.stoch[:, -1])
+        state = posts.map(lambda x: x[:, -1])._replace(choice=None)
         for t in range(ctx, steps):
             state, action = rssm.reset(state, data.prev_action[:, t], data.is_first[:, t])
             state, _ = rssm.img_step(state, action, self.gen)

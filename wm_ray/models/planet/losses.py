@@ -86,7 +86,7 @@ def overshooting_kl(
     first = torch.cat([is_first, is_first.new_ones(batch, pad)], 1)
     target = torch.cat([post_stats, post_stats.new_zeros(batch, pad, post_stats.shape[-1])], 1)
     target = target.detach()
-    state = posts.map(lambda x: x.reshape(batch * steps, x.shape[-1]))
+    state = posts.map(lambda x: x.flatten(0, 1))
     valid = torch.ones(batch, steps, dtype=torch.bool, device=is_first.device)
     terms = []
     for d in range(1, distance + 1):

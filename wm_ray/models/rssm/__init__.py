@@ -1,9 +1,9 @@
-"""The recurrent state-space model shared by the RSSM families (Dreamer, PlaNet; ModularRSSM
-next): the GRU sequence model with categorical or Gaussian latents, its states, and the CEM
-planner in its latent space (``planning``).
+"""The recurrent state-space model shared by the RSSM families (Dreamer, PlaNet, ModularRSSM):
+the RSSM with categorical or Gaussian latents and its states (``rssm``), its sequence models
+(``backbones``: GRU, LSTM, transformer), and the CEM planner in its latent space (``planning``).
 
-``RSSMConfig`` and ``CEMConfig`` import without torch; the modules ``rssm``, ``latents`` and
-``planning`` need torch.
+``RSSMConfig`` and ``CEMConfig`` import without torch; the modules ``rssm``, ``latents``,
+``backbones`` and ``planning`` need torch.
 Pure torch: nothing here imports Ray.
 """
 

@@ -8,7 +8,10 @@ to Control, Hafner et al. 2020, with ``std = softplus(raw) + min_std``). One ste
     z_t ~ p(z_t | h_t)                                  prior (dynamics predictor, "img")
     z_t ~ q(z_t | h_t, e_t)                             posterior (representation, "obs")
 
-``e_t`` is the encoder's embedding of the observation. ``a_{t-1}`` is the previous action
+``e_t`` is the encoder's embedding of the observation. The GRU is the default sequence model;
+any other implements :class:`~wm_ray.models.rssm.backbones.Backbone` (an LSTM, a transformer
+over a window of past steps: ModularRSSM's ``modular.backbone``) and carries what it needs
+beside ``h`` in ``State.memory``. ``a_{t-1}`` is the previous action
 (one-hot for discrete spaces); where ``is_first`` is set, the state and the previous action are
 reset to the initial state and zeros before the step. Distribution parameters ("stats") are raw
 head outputs ``(..., S * C)`` (logits) or ``(..., 2 * S)`` (Gaussian mean and raw std).
@@ -31,6 +34,7 @@ from wm_ray.models.common import (
     onehot_matmul,
 )
 from wm_ray.models.common.noise import Source
+from wm_ray.models.rssm.backbones import Backbone, Memory, NormGRUCell
 from wm_ray.models.rssm.config import RSSMConfig
 from wm_ray.models.rssm.latents import GaussianLatent, Latent, sample_onehot_index
 
@@ -42,46 +46,43 @@ class State(NamedTuple):
     the RSSM drew (set by the sampling steps; None where unknown, e.g. a hand-built state).
     With it, layers reading ``stoch`` gather weight columns instead of multiplying by the
     one-hot (:mod:`wm_ray.models.common.onehot`); results are the same.
+
+    ``memory``: what the sequence model carries beside ``deter`` (:mod:`.backbones`: empty for
+    the GRU, the LSTM's cell state, the transformer's window cache), each ``(..., ...)`` with
+    the same leading dims as ``deter``.
     """
 
     deter: torch.Tensor
     stoch: torch.Tensor
     choice: torch.Tensor | None = None
+    memory: Memory = ()
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
-        """Apply ``fn`` (detach, flatten, slice) to every field."""
+        """Apply ``fn`` (detach, flatten, slice, repeat) to every field."""
         choice = None if self.choice is None else fn(self.choice)
-        return State(fn(self.deter), fn(self.stoch), choice)
+        return State(fn(self.deter), fn(self.stoch), choice, tuple(fn(m) for m in self.memory))
 
 
-def stack_states(states: list[State], dim: int = 1) -> State:
-    """Stack states along a new ``dim``; the result has ``choice`` only if every state had one."""
+def stack_states(states: list[State], dim: int = 1, memory: bool = False) -> State:
+    """Stack states along a new ``dim``; the result has ``choice`` only if every state had one,
+    and ``memory`` only if asked (imagination reads ``deter`` and ``stoch`` alone)."""
     choices = [s.choice for s in states if s.choice is not None]
     choice = torch.stack(choices, dim) if len(choices) == len(states) else None
     deter = torch.stack([s.deter for s in states], dim)
-    return State(deter, torch.stack([s.stoch for s in states], dim), choice)
+    stacked: Memory = ()
+    if memory:
+        stacked = tuple(torch.stack(parts, dim) for parts in zip(*(s.memory for s in states)))
+    return State(deter, torch.stack([s.stoch for s in states], dim), choice, stacked)
 
 
-class NormGRUCell(nn.Module):
-    """DreamerV3's GRU: one Linear on ``[x, h]`` (no bias), LayerNorm, update-gate bias -1.
+def _where(first: torch.Tensor, new: State, old: State) -> State:
+    """``new`` where ``first (N,)`` is set, else ``old`` (every field but ``choice``)."""
 
-    Args:
-        in_dim: input features.
-        units: state size ``D``.
-    """
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(first.reshape(-1, *[1] * (b.dim() - 1)), a, b)
 
-    def __init__(self, in_dim: int, units: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(in_dim + units, 3 * units, bias=False)
-        self.norm = nn.LayerNorm(3 * units)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``x (N, in_dim)``, ``h (N, D)`` -> ``(N, D)``."""
-        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
-        cand = torch.tanh(torch.sigmoid(reset) * cand)
-        update = torch.sigmoid(update - 1.0)
-        # update * cand + (1 - update) * h; the state stays in h's dtype (fp32 under autocast)
-        return torch.lerp(h, cand.to(h.dtype), update.to(h.dtype))
+    memory = tuple(pick(a, b) for a, b in zip(new.memory, old.memory))
+    return State(pick(new.deter, old.deter), pick(new.stoch, old.stoch), None, memory)
 
 
 def _norm_act(width: int) -> nn.Sequential:
@@ -95,9 +96,13 @@ class RSSM(nn.Module):
         config: sizes and latent type.
         embed_dim: size ``E`` of the observation embedding.
         action_dim: size ``A`` of the (one-hot) action.
+        core: the sequence model (:mod:`.backbones`) taking ``config.hidden`` inputs to a
+            ``config.deter`` state; None: DreamerV3's :class:`NormGRUCell`.
     """
 
-    def __init__(self, config: RSSMConfig, embed_dim: int, action_dim: int) -> None:
+    def __init__(
+        self, config: RSSMConfig, embed_dim: int, action_dim: int, core: Backbone | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         cat = config.latent == "categorical"
@@ -109,7 +114,12 @@ class RSSM(nn.Module):
         self.img_in_stoch = nn.Linear(self.stoch_dim, hid, bias=False)
         self.img_in_action = nn.Linear(action_dim, hid, bias=False)
         self.img_in_norm = _norm_act(hid)
-        self.gru = NormGRUCell(hid, deter)
+        self.core = NormGRUCell(hid, deter) if core is None else core
+        if (self.core.in_dim, self.core.deter) != (hid, deter):
+            raise ValueError(
+                f"the RSSM's backbone maps {self.core.in_dim} -> {self.core.deter} features, "
+                f"the RSSM needs {hid} -> {deter} (rssm.hidden -> rssm.deter)"
+            )
         self.img_out = nn.Sequential(nn.Linear(deter, hid, bias=False), _norm_act(hid))
         self.img_stats = nn.Linear(hid, stats_dim)
         self.obs_deter = nn.Linear(deter, hid, bias=False)
@@ -120,6 +130,7 @@ class RSSM(nn.Module):
         self.init_deter: nn.Parameter | None = None
         if config.initial == "learned":
             self.init_deter = nn.Parameter(torch.zeros(deter))
+        self._register_load_state_dict_pre_hook(_rename_gru)
 
     @property
     def feat_dim(self) -> int:
@@ -161,41 +172,41 @@ class RSSM(nn.Module):
         return self.img_stats(self.img_out(deter))
 
     def initial(self, n: int) -> State:
-        """``n`` initial states ``(n, D)``, ``(n, Z)`` (learned, or zeros)."""
+        """``n`` initial states ``(n, D)``, ``(n, Z)`` (learned, or zeros) with the backbone's
+        initial memory."""
+        ref = self.img_stats.weight
+        memory = self.core.initial_memory(n, ref)
         if self.init_deter is None:
-            ref = self.img_stats.weight
-            return State(ref.new_zeros(n, self.config.deter), ref.new_zeros(n, self.stoch_dim))
+            zeros = ref.new_zeros(n, self.config.deter), ref.new_zeros(n, self.stoch_dim)
+            return State(*zeros, None, memory)
         deter = torch.tanh(self.init_deter)[None]
         stoch, _ = self._stoch(self.prior_stats(deter), sample=False, gen=None)
-        return State(deter.expand(n, -1), stoch.expand(n, -1))
+        return State(deter.expand(n, -1), stoch.expand(n, -1), None, memory)
 
     def reset(
         self, state: State, action: torch.Tensor, is_first: torch.Tensor
     ) -> tuple[State, torch.Tensor]:
         """Where ``is_first (N,)`` is set: the initial state and a zero previous action."""
+        init = self.initial(state.deter.shape[0])
         first = is_first.reshape(-1, 1)
-        init = self.initial(1)
-        state = State(
-            torch.where(first, init.deter, state.deter), torch.where(first, init.stoch, state.stoch)
-        )
-        return state, torch.where(first, torch.zeros_like(action), action)
+        return _where(is_first, init, state), torch.where(first, torch.zeros_like(action), action)
 
-    def _deter_step(self, state: State, action_h: torch.Tensor) -> torch.Tensor:
+    def _deter_step(self, state: State, action_h: torch.Tensor) -> tuple[torch.Tensor, Memory]:
         if state.choice is None:
             stoch_h = self.img_in_stoch(state.stoch)
         else:
             stoch_h = onehot_matmul(state.stoch, state.choice, self.img_in_stoch.weight)
         x = self.img_in_norm(stoch_h + action_h)
-        return self.gru(x, state.deter)
+        return self.core.step(x, state.deter, state.memory)
 
     def _post_stats(self, deter: torch.Tensor, embed_h: torch.Tensor) -> torch.Tensor:
         return self.obs_stats(self.obs_norm(self.obs_deter(deter) + embed_h))
 
     def _post(
-        self, deter: torch.Tensor, embed_h: torch.Tensor, gen: Source
+        self, deter: torch.Tensor, memory: Memory, embed_h: torch.Tensor, gen: Source
     ) -> tuple[State, torch.Tensor]:
         stats = self._post_stats(deter, embed_h)
-        return State(deter, *self._stoch(stats, True, gen)), stats
+        return State(deter, *self._stoch(stats, True, gen), memory), stats
 
     def compile_steps(self, mode: str = "default") -> None:
         """``torch.compile`` the deterministic per-step functions: the GRU step with its input
@@ -209,9 +220,9 @@ class RSSM(nn.Module):
         self, state: State, action: torch.Tensor, gen: Source = None
     ) -> tuple[State, torch.Tensor]:
         """One prior step ``(N, ...)``: returns the next state (sampled prior) and prior stats."""
-        deter = self._deter_step(state, self.img_in_action(action))
+        deter, memory = self._deter_step(state, self.img_in_action(action))
         stats = self.prior_stats(deter)
-        return State(deter, *self._stoch(stats, True, gen)), stats
+        return State(deter, *self._stoch(stats, True, gen), memory), stats
 
     def obs_step(
         self,
@@ -231,8 +242,8 @@ class RSSM(nn.Module):
             gen: random generator of the latent sample.
         """
         state, action = self.reset(state, action, is_first)
-        deter = self._deter_step(state, self.img_in_action(action))
-        return self._post(deter, self.obs_embed(embed), gen)
+        deter, memory = self._deter_step(state, self.img_in_action(action))
+        return self._post(deter, memory, self.obs_embed(embed), gen)
 
     def observe(
         self,
@@ -252,7 +263,8 @@ class RSSM(nn.Module):
             gen: random generator of the latent samples.
 
         Returns:
-            Posterior states ``(B, T, D)``, ``(B, T, Z)``, posterior stats ``(B, T, K)`` and
+            Posterior states ``(B, T, D)``, ``(B, T, Z)`` (with the backbone's memory after
+            every step, ``(B, T, ...)``), posterior stats ``(B, T, K)`` and
             prior stats ``(B, T, K)`` (the prior head runs once, batched, after the loop).
         """
         batch, steps = is_first.shape
@@ -271,14 +283,16 @@ class RSSM(nn.Module):
             if firsts[t] == batch:
                 state = init
             elif firsts[t]:
-                first = is_first[:, t, None]
-                state = State(
-                    torch.where(first, init.deter, state.deter),
-                    torch.where(first, init.stoch, state.stoch),
-                )
-            deter = self._deter_step(state, action_h[:, t])
-            state, stats = self._post(deter, embed_h[:, t], gen)
+                state = _where(is_first[:, t], init, state)
+            deter, memory = self._deter_step(state, action_h[:, t])
+            state, stats = self._post(deter, memory, embed_h[:, t], gen)
             posts.append(state)
             post_stats.append(stats)
-        seq = stack_states(posts)
+        seq = stack_states(posts, memory=True)
         return seq, torch.stack(post_stats, 1), self.prior_stats(seq.deter)
+
+
+def _rename_gru(state_dict: dict, prefix: str, *args: object) -> None:
+    """Read checkpoints written before the sequence model became ``core`` (it was ``gru``)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+        state_dict[prefix + "core." + key[len(prefix) + 4 :]] = state_dict.pop(key)
