@@ -78,9 +78,8 @@ def learner_rows(data: dict[str, Any]) -> list[Row]:
         precision = f", {r['precision']}" if r.get("precision", "fp32") != "fp32" else ""
         size = f"size `{r['size']}`"
         if "presets" in r:  # learner_presets.json: a learning run's configuration
-            size = f"`--configs {' '.join(r['presets'])} {' '.join(r['overrides'])}`".replace(
-                " `", "`"
-            )
+            sets = f" --set {' '.join(r['overrides'])}" if r["overrides"] else ""
+            size = f"`--configs {' '.join(r['presets'])}{sets}`"
         what = (
             f"{family} update, {size} ({r['params'] / 1e6:.2f}M), {r['obs']}, B{b}xT{t}{precision}"
         )

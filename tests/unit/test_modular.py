@@ -324,3 +324,32 @@ def test_the_cem_planner_plans_over_a_transformer_backbone() -> None:
     assert state.memory[-1].shape == (3, config.modular.transformer.context - 1)
     assert state.memory[-1][:, -2:].all()  # the two steps since the reset are in the window,
     assert not state.memory[-1][:, :-2].any()
+
+
+def test_the_compiled_update_matches_eager_with_a_backbone_memory() -> None:
+    """Dreamer's whole-update graphs (``run.compile``) carry the backbone's memory (here the
+    transformer's window cache) through the observe loop and imagination: the same losses as
+    eager (``aot_eager``: the graphs run op by op, so the comparison is tight and the compile
+    quick)."""
+    from wm_ray.models.dreamer.compiled import CompiledUpdate
+
+    overrides = ["modular.backbone=transformer", "modular.ac.actor_grad=reinforce"]
+    space, act = _spaces(None, 3), gym.spaces.Discrete(2)
+    eager = create_model("modular", space, act, _config(*overrides))
+    compiled = create_model("modular", space, act, _config(*overrides))
+    compiled.compiled = CompiledUpdate(compiled, backend="aot_eager")
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        first = rng.random((4, 8)) < 0.2
+        first[:, 0] = True
+        batch = {
+            "vector": rng.normal(size=(4, 8, 3)).astype(np.float32),
+            "action": rng.integers(0, 2, (4, 8)),
+            "reward": rng.normal(size=(4, 8)).astype(np.float32),
+            "is_first": first,
+            "is_terminal": np.zeros((4, 8), bool),
+        }
+        a, b = eager.train(batch, None)[1], compiled.train(batch, None)[1]
+        for key in ("world_model/total", "world_model/vector", "actor/total", "critic/total"):
+            x, y = a[f"train/loss/{key}"], b[f"train/loss/{key}"]
+            assert abs(x - y) <= 1e-4 * max(abs(x), abs(y), 1e-3), (key, x, y)

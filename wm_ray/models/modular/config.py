@@ -50,9 +50,9 @@ class ViTConfig:
 class TransformerConfig:
     """The transformer backbone (``backbone: transformer``): causal over a sliding window of
     the last ``context`` steps, width ``rssm.deter``, ALiBi positions, a key/value cache.
-    The defaults are sized for the CPU runs of small tasks, like Dreamer's (one block over 8
-    steps costs ~1.25x an LSTM step in an update; two blocks ~2x); raise both for tasks that
-    need longer memory."""
+    The defaults are sized for the CPU runs of small tasks, like Dreamer's (with one block over
+    8 steps an update costs 1.0-1.25x the LSTM's; two blocks over 16 ~1.8x); raise both for
+    tasks that need longer memory."""
 
     context: int = 8
     """Steps a step attends over, its own included."""

@@ -179,7 +179,7 @@ AUTO = {"image": "conv", "vector": "mlp"}
 """The part ``auto`` picks per observation key."""
 
 
-def _resolve(kind: str, name: str, table: dict[str, type], base: type) -> type:
+def _resolve(kind: str, name: str, table: dict[str, Any], base: type) -> Any:
     if name in table:
         return table[name]
     try:
@@ -192,8 +192,8 @@ def _resolve(kind: str, name: str, table: dict[str, type], base: type) -> type:
 
 
 def _classes(
-    kind: str, value: str, table: dict[str, type], base: type, shapes: Shapes, keys: set[str]
-) -> list[type]:
+    kind: str, value: str, table: dict[str, Any], base: type, shapes: Shapes, keys: set[str]
+) -> list[Any]:
     """The part classes of ``value`` (``auto``: one per key of ``keys``), each checked to read
     observation keys the env gives."""
     names = part_names(value)
@@ -212,7 +212,7 @@ def _classes(
     return classes
 
 
-def decoder_classes(shapes: Shapes, config: ModularConfig, encoded: list[str]) -> list[type]:
+def decoder_classes(shapes: Shapes, config: ModularConfig, encoded: list[str]) -> list[Any]:
     """The decoder part classes of ``modular.decoder`` (``auto``: one per key the encoders
     read), checked to fit the env's observations; builds nothing."""
     return _classes("decoder", config.decoder, DECODER_PARTS, DecoderPart, shapes, set(encoded))
@@ -225,7 +225,9 @@ class Encoders(nn.Module):
         super().__init__()
         classes = _classes("encoder", config.encoder, ENCODER_PARTS, EncoderPart, shapes,
                            set(shapes))  # fmt: skip
-        self.parts = nn.ModuleList(cls(shapes, config) for cls in classes)
+        self.parts: list[EncoderPart] = nn.ModuleList(  # type: ignore[assignment]
+            cls(shapes, config) for cls in classes
+        )
         self.keys = sorted({key for part in self.parts for key in part.keys})
         self.out_dim = sum(int(part.out_dim) for part in self.parts)
 
@@ -242,7 +244,9 @@ class Decoders(nn.Module):
     ) -> None:
         super().__init__()
         classes = decoder_classes(shapes, config, encoded)
-        self.parts = nn.ModuleList(cls(feat_dim, shapes, config) for cls in classes)
+        self.parts: list[DecoderPart] = nn.ModuleList(  # type: ignore[assignment]
+            cls(feat_dim, shapes, config) for cls in classes
+        )
 
     def forward(self, feat: Features) -> dict[str, torch.Tensor]:
         out: dict[str, Any] = {}

@@ -44,7 +44,7 @@ class Backbone(nn.Module):
         deter: size ``D`` of the state ``h_t``.
     """
 
-    def __init__(self, in_dim: int, deter: int) -> None:
+    def __init__(self, in_dim: int, deter: int, options: Any = None) -> None:
         super().__init__()
         self.in_dim, self.deter = in_dim, deter
 
@@ -65,7 +65,7 @@ class NormGRUCell(Backbone):
         units: state size ``D``.
     """
 
-    def __init__(self, in_dim: int, units: int) -> None:
+    def __init__(self, in_dim: int, units: int, options: Any = None) -> None:
         super().__init__(in_dim, units)
         self.linear = nn.Linear(in_dim + units, 3 * units, bias=False)
         self.norm = nn.LayerNorm(3 * units)
@@ -118,9 +118,9 @@ class TransformerCore(Backbone):
     """A causal transformer over the last ``context`` inputs (see the module docstring).
 
     Memory: per layer, the ``keys`` and ``values`` ``(N, context - 1, D)`` of the
-    ``context - 1`` previous inputs (oldest first), then ``valid (N, context - 1)`` (bool). A step attends from the
-    new input over those and itself, then shifts the window by one. ``h_{t-1}`` is not read: the
-    window is the recurrence.
+    ``context - 1`` previous inputs (oldest first), then ``valid (N, context - 1)`` (bool). A
+    step attends from the new input over those and itself, then shifts the window by one.
+    ``h_{t-1}`` is not read: the window is the recurrence.
 
     Args:
         in_dim: input features (projected to width ``D``).
@@ -138,10 +138,11 @@ class TransformerCore(Backbone):
             )
         self.context, self.layers = options.context, options.layers
         self.inp = nn.Linear(in_dim, deter)
-        self.blocks = nn.ModuleList(
+        self.blocks: list[AttentionBlock] = nn.ModuleList(  # type: ignore[assignment]
             AttentionBlock(deter, options.heads, options.mlp) for _ in range(options.layers)
         )
         self.norm = nn.LayerNorm(deter)
+        self.slopes: torch.Tensor
         self.register_buffer("slopes", alibi_slopes(options.heads), persistent=False)
 
     def initial_memory(self, n: int, ref: torch.Tensor) -> Memory:
@@ -206,10 +207,8 @@ def build_backbone(name: str, in_dim: int, deter: int, options: Any = None) -> B
     """
     from wm_ray.registry import import_object
 
-    if name == "gru":
-        return NormGRUCell(in_dim, deter)
     if name in BACKBONES:
-        return BACKBONES[name](in_dim, deter, options)  # type: ignore[call-arg]
+        return BACKBONES[name](in_dim, deter, options)
     if ":" not in name:
         raise ValueError(
             f"unknown backbone {name!r} (valid: {', '.join(BACKBONES)}, or module:Class of a "
