@@ -373,6 +373,8 @@ def test_network_shapes_zero_init_and_train_mode(cfg: DenoiserConfig) -> None:
     assert net.train(False) is net and not any(m.training for m in net.modules())
     assert net.train(True) is net and all(m.training for m in net.modules())
     assert "train" not in vars(type(net))
+    for schedule in (EDM(DiffusionConfig()), DDPM(DiffusionConfig(schedule="ddpm"))):
+        assert schedule.eval() is schedule and not schedule.training
 
 
 @pytest.mark.parametrize("cfg", [UNET, DIT], ids=["unet", "dit"])
