@@ -20,8 +20,8 @@ from wm_ray.models.diamond.config import (
     DiffusionCoreConfig,
     check_config,
 )
+from wm_ray.models.diamond.ddpm import DDPM
 from wm_ray.models.diamond.diffusion import (
-    DDPM,
     EDM,
     Condition,
     Net,
@@ -31,7 +31,8 @@ from wm_ray.models.diamond.diffusion import (
     quantize,
     stack_context,
 )
-from wm_ray.models.diamond.networks import DiTDenoiser, UNetDenoiser, build_denoiser
+from wm_ray.models.diamond.dit import DiTDenoiser
+from wm_ray.models.diamond.networks import UNetDenoiser, build_denoiser
 
 K, C, S, A = 4, 1, 8, 3  # context frames, channels, frame side, actions
 UNET = DenoiserConfig(kind="unet", channels=(8, 16), res_blocks=1, cond_dim=16)
