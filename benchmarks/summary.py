@@ -180,6 +180,20 @@ def iris_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def cem_rows(data: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in data["runs"]:
+        what = (
+            f"CEM planning per vector step, {r['envs']} envs x {r['candidates']:,} candidates x "
+            f"horizon {r['horizon']} x {r['iterations']} iterations, RSSM "
+            f"{r['rssm']['deter']} + {r['rssm']['stoch']} (`{' '.join(r['presets'])}`), "
+            f"{r.get('threads', '?')} thread{'' if r.get('threads') == 1 else 's'}"
+        )
+        baseline = f"one call per env, same model: {_ms(r['looped_ms'] / 1000)}"
+        rows.append((what, _ms(r["batched_ms"] / 1000), baseline, f"{r['speedup']:.2f}x"))
+    return rows
+
+
 def tokenizer_rows(data: dict[str, Any]) -> list[Row]:
     setup = data["setup"]
     return [
@@ -302,6 +316,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("learner_presets.json", "Learner", learner_rows),
     ("profile_dreamer.json", "Profile", profile_rows),
     ("peer_rllib.json", "Peer: RLlib DreamerV3", peer_rows),
+    ("cem.json", "PlaNet", cem_rows),
     ("iris_imagination.json", "IRIS", iris_rows),
     ("iris_tokenizer.json", "IRIS", tokenizer_rows),
     ("replay.json", "Replay", replay_rows),
