@@ -16,6 +16,7 @@ from torch import Tensor
 from wm_ray import metrics as M
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
+from wm_ray.models.common.actor_critic import LSTMState
 from wm_ray.models.diamond.agent import DiamondAgent
 from wm_ray.models.diamond.config import DiamondConfig, RewardEndConfig, validate
 from wm_ray.models.diamond.imagination import context_window
@@ -25,7 +26,7 @@ from wm_ray.models.diamond.reward_end import RewardEndModel, reward_class
 
 SIZE = 16
 IMAGE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)})
-ACTIONS = gym.spaces.Discrete(3)
+ACTIONS: gym.spaces.Discrete[np.int64] = gym.spaces.Discrete(3)
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +112,9 @@ def test_the_dream_steps_frames_rewards_and_ends_of_the_right_shapes() -> None:
     levels = (step.obs + 1.0) * 127.5
     assert torch.allclose(levels, levels.round(), atol=1e-4)  # on the uint8 levels (EDM)
     assert set(step.reward.tolist()) <= {-1.0, 0.0, 1.0} and set(step.end.tolist()) <= {0.0, 1.0}
-    assert torch.equal(dream.frames[:, :-1], before[:, 1:]) and torch.equal(dream.last_frame, step.obs)
+    assert torch.equal(dream.frames[:, :-1], before[:, 1:]) and torch.equal(
+        dream.last_frame, step.obs
+    )
     assert dream.actions[:, -1].tolist() == [0, 1, 2, 1]
     with pytest.raises(ValueError, match=r"actions must be \(4,\)"):
         dream.step(torch.zeros(3, dtype=torch.long))
@@ -127,22 +130,30 @@ def test_the_dream_steps_frames_rewards_and_ends_of_the_right_shapes() -> None:
 
 def test_the_reward_model_state_resets_at_episode_starts() -> None:
     torch.manual_seed(0)
-    model = RewardEndModel(RewardEndConfig(channels=(8,), res_blocks=1, cond_dim=8, lstm=16), 3, 16, 3)
+    model = RewardEndModel(
+        RewardEndConfig(channels=(8,), res_blocks=1, cond_dim=8, lstm=16), 3, 16, 3
+    )
     obs, nxt = torch.randn(2, 5, 3, 16, 16), torch.randn(2, 5, 3, 16, 16)
     actions = torch.randint(0, 3, (2, 5))
     first = torch.zeros(2, 5, dtype=torch.bool)
     first[0, 2] = True
     with torch.no_grad():
         full, end_full, _ = model(obs, actions, nxt, first, model.initial(2, torch.device("cpu")))
-        tail, end_tail, _ = model(
-            obs[:, 2:], actions[:, 2:], nxt[:, 2:], first[:, 2:], model.initial(2, torch.device("cpu"))
+        tail, _, _ = model(
+            obs[:, 2:],
+            actions[:, 2:],
+            nxt[:, 2:],
+            first[:, 2:],
+            model.initial(2, torch.device("cpu")),
         )
     assert torch.allclose(full[0, 2:], tail[0], atol=1e-6)  # stream 0 restarted at step 2
     assert not torch.allclose(full[1, 2:], tail[1], atol=1e-4)  # stream 1 remembers
     assert end_full.shape == (2, 5)
 
 
-def _toy_transitions(rng: np.random.Generator, b: int, t: int) -> tuple[Tensor, ...]:
+def _toy_transitions(
+    rng: np.random.Generator, b: int, t: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Frames of noise; the reward's sign follows the action (0 -> 0, 1 -> +1, 2 -> -1), the
     episode ends after action 2 when the next frame is bright."""
     frames = torch.as_tensor(rng.uniform(-1, 1, (b, t, 3, SIZE, SIZE)), dtype=torch.float32)
@@ -164,7 +175,7 @@ def test_the_reward_end_model_beats_the_majority_class() -> None:
     model = RewardEndModel(cfg, 3, SIZE, 3)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
-        loss, _ = reward_end_loss(model, *_toy_transitions(rng, 8, 6), burn_in=1)
+        loss, _ = reward_end_loss(model, *_toy_transitions(rng, 8, 6), 1)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -183,21 +194,30 @@ def test_the_reward_end_model_beats_the_majority_class() -> None:
 class _PaysForAction1(RewardEndModel):
     """A reward model of a toy world: +1 for action 1, 0 otherwise, never an end."""
 
-    def step(self, obs, action, next_obs, state):  # type: ignore[no-untyped-def, override]
+    def step(
+        self, obs: Tensor, action: Tensor, next_obs: Tensor, state: LSTMState
+    ) -> tuple[Tensor, Tensor, LSTMState]:
         logits = torch.full((action.shape[0], 3), -20.0)
         logits[torch.arange(action.shape[0]), (action == 1).long() + 1] = 20.0
         return logits, torch.full((action.shape[0],), -20.0), state
 
 
 def test_the_actor_critic_improves_its_imagined_return() -> None:
+    """Only the actor-critic trains (the other parts start later), in dreams whose frames the
+    untrained denoiser samples and whose rewards pay action 1: the share of action 1 (the
+    imagined reward) grows from about a third (seeds 0-4: at least +0.43 over 30 updates)."""
     agent = DiamondAgent(
-        IMAGE, ACTIONS, config("diamond.start.denoiser=1000", "diamond.start.reward_end=1000")
+        IMAGE,
+        ACTIONS,
+        config(
+            "diamond.start.denoiser=1000", "diamond.start.reward_end=1000", "diamond.ac.lr=3e-3"
+        ),
     )
     agent.reward_end.__class__ = _PaysForAction1
     data = batch()
     rewards = []
-    for _ in range(40):
+    for _ in range(30):
         _, metrics = agent.train(data, None)
         rewards.append(metrics[M.IMAG_REWARD])
         assert M.loss("denoiser") not in metrics  # not started yet
-    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.25, rewards
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.3, rewards

@@ -83,7 +83,9 @@ class DiamondAgent(AgentBase):
         assert nets.denoiser is not None and nets.reward_end is not None
         self.denoiser: nn.Module = nets.denoiser
         self.reward_end: RewardEndModel = nets.reward_end
-        self._set_networks({"denoiser": self.denoiser, "reward_end": self.reward_end, "ac": self.ac})
+        self._set_networks(
+            {"denoiser": self.denoiser, "reward_end": self.reward_end, "ac": self.ac}
+        )
         self.schedule = make_schedule(cfg.diffusion).to(self.device)
         dt, re, ac = cfg.denoiser_train, cfg.reward_end, cfg.ac
         self.den_opt = Optimizer(
@@ -101,7 +103,11 @@ class DiamondAgent(AgentBase):
             warmup=re.warmup,
         )
         self.ac_opt = Optimizer(
-            self.ac.parameters(), ac.lr, clip=ac.clip, weight_decay=ac.weight_decay, warmup=ac.warmup
+            self.ac.parameters(),
+            ac.lr,
+            clip=ac.clip,
+            weight_decay=ac.weight_decay,
+            warmup=ac.warmup,
         )
 
     # ----------------------------------------------------------------------------- inputs

@@ -1,6 +1,6 @@
 """Configuration of DIAMOND (Alonso et al., NeurIPS 2024): the ``diamond`` section.
 
-The diffusion core: 
+The diffusion core:
 ``DenoiserConfig`` picks and sizes the network ``F`` (``kind: unet`` — DIAMOND's U-Net — or
 ``kind: dit``, a diffusion transformer after Peebles & Xie 2023); ``DiffusionConfig`` picks the
 noise schedule (``schedule: edm`` — EDM, Karras et al. 2022, with DIAMOND's settings — or
