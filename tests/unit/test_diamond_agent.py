@@ -221,3 +221,32 @@ def test_the_actor_critic_improves_its_imagined_return() -> None:
         rewards.append(metrics[M.IMAG_REWARD])
         assert M.loss("denoiser") not in metrics  # not started yet
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.3, rewards
+
+
+def test_the_report_strip_leaves_the_training_randomness_alone() -> None:
+    agent = DiamondAgent(IMAGE, ACTIONS, config())
+    state = agent.random_state()
+    strip = agent.report(batch())["openloop"]
+    assert strip.shape == (8, SIZE, 2 * SIZE, 3) and strip.dtype == np.uint8
+    assert torch.equal(agent.random_state(), state)
+    np.testing.assert_array_equal(strip[:4, :, SIZE:], strip[:4, :, :SIZE])  # K real frames
+
+
+def test_dit_and_ddpm_are_selectable_for_the_world_model() -> None:
+    agent = DiamondAgent(
+        IMAGE,
+        ACTIONS,
+        config(
+            "diamond.denoiser.kind=dit",
+            "diamond.denoiser.width=16",
+            "diamond.denoiser.depth=1",
+            "diamond.denoiser.heads=2",
+            "diamond.diffusion.schedule=ddpm",
+            "diamond.diffusion.ddpm_sample_steps=3",
+        ),
+    )
+    assert type(agent.denoiser).__name__ == "DiTDenoiser"
+    assert type(agent.schedule).__name__ == "DDPM"
+    _, metrics = agent.train(batch(), None)
+    assert np.isfinite(metrics[M.loss("denoiser")]) and M.IMAG_RETURN in metrics
+    assert agent.report(batch())["openloop"].shape == (8, SIZE, 2 * SIZE, 3)

@@ -325,7 +325,8 @@ class DiamondAgent(AgentBase):
     def report(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``openloop``: ``(T, H, 2W, C)`` [real | dream] of sequence 0: the dream is given the
         first ``K`` real frames and predicts the rest from the replayed actions (episode starts
-        inside the sequence are not respected: the strip shows whatever it holds)."""
+        inside the sequence are not respected: the strip shows whatever it holds). It samples
+        with a generator of its own, seeded from ``run.seed``: training's is left alone."""
         self.require_learner()
         self.nets.eval()
         frames = self._frames(np.asarray(batch["image"])[:1])  # (1, T, C, H, W)
@@ -337,6 +338,8 @@ class DiamondAgent(AgentBase):
         pred = [frames[0, i] for i in range(shown)]
         if t > k:
             dream = self.start_dream(frames[:, :k], actions[:, :k], first[:, :k])
+            # its own numbers: a report leaves the training's generator where it was
+            dream.gen = torch.Generator(self.device).manual_seed(self.config.run.seed)
             for i in range(k - 1, t - 1):
                 pred.append(dream.step(actions[:, i]).obs[0])
         strip = torch.cat([frames[0], torch.stack(pred)], dim=-1)
