@@ -100,7 +100,7 @@ def bench(
                                                 **parts}}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     gpu = torch.cuda.is_available()
     p.add_argument("--sizes", nargs="+", default=["debug", "paper"], choices=["debug", "paper"])
@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
                    choices=["eager", "compiled"])  # fmt: skip
     p.add_argument("--quick", action="store_true", help="debug size, batch 4, horizon 3, eager")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.quick:
         args.sizes, args.batch, args.horizon, args.repeats, args.modes = (
             ["debug"], 4, 3, 1, ["eager"],
