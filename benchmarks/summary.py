@@ -194,6 +194,36 @@ def cem_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def diamond_rows(data: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in data["results"]:
+        params = r["params"]["total"] / 1e6
+        what = (
+            f"DIAMOND imagination, `{r['size']}` ({params:.2f}M), B{r['batch']} x "
+            f"{r['horizon']} steps x 3 denoiser calls"
+        )
+        modes = r["imagination"]
+        eager = modes.get("eager")
+        baseline = f"eager: {_n(eager['frames_per_s'], 1)} frames/s" if eager else ""
+        for mode, m in modes.items():
+            if mode == "eager" and len(modes) > 1:
+                continue
+            ratio = f"{m['speedup_vs_eager']:.2f}x" if m.get("speedup_vs_eager") else ""
+            label = f"{what}, {mode} denoiser"
+            rows.append((label, f"{_n(m['frames_per_s'], 1)} frames/s", baseline, ratio))
+        u = r["update"]
+        rows.append(
+            (
+                f"DIAMOND update, `{r['size']}` ({params:.2f}M), B{u['batch'][0]} x "
+                f"T{u['batch'][1]}, image 64x64",
+                _ms(u["seconds"]),
+                "",
+                "",
+            )
+        )
+    return rows
+
+
 def tokenizer_rows(data: dict[str, Any]) -> list[Row]:
     setup = data["setup"]
     return [
@@ -319,6 +349,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("cem.json", "PlaNet", cem_rows),
     ("iris_imagination.json", "IRIS", iris_rows),
     ("iris_tokenizer.json", "IRIS", tokenizer_rows),
+    ("diamond.json", "DIAMOND", diamond_rows),
     ("replay.json", "Replay", replay_rows),
     ("runtime.json", "Runtime", lambda d: runtime_rows(d, "CartPole-v1")),
     ("runtime_pong_random.json", "Runtime", lambda d: runtime_rows(d, "ALE Pong")),

@@ -104,6 +104,17 @@ MODELS: dict[str, ModelSpec] = {
             validator="wm_ray.models.dreamer.config:validate",
         ),
         ModelSpec(
+            "diamond",
+            "wm_ray.models.diamond.agent:DiamondAgent",
+            "wm_ray.models.diamond.config:DiamondConfig",
+            "DIAMOND: diffusion world model of the next frame (EDM, U-Net; DDPM / DiT options), "
+            "CNN+LSTM reward / termination model, CNN+LSTM actor-critic in imagination; image "
+            "observations, discrete actions.",
+            Capabilities(observations=("image",), actions=("discrete",), steppable=True),
+            test_config=("diamond_debug",),
+            validator="wm_ray.models.diamond.config:validate",
+        ),
+        ModelSpec(
             "iris",
             "wm_ray.models.iris.agent:IrisAgent",
             "wm_ray.models.iris.config:IrisConfig",

@@ -1,21 +1,27 @@
-"""Configuration of DIAMOND's diffusion core (Alonso et al., NeurIPS 2024): denoiser and schedule.
+"""Configuration of DIAMOND (Alonso et al., NeurIPS 2024): the ``diamond`` section.
 
+The diffusion core:
 ``DenoiserConfig`` picks and sizes the network ``F`` (``kind: unet`` — DIAMOND's U-Net — or
 ``kind: dit``, a diffusion transformer after Peebles & Xie 2023); ``DiffusionConfig`` picks the
 noise schedule (``schedule: edm`` — EDM, Karras et al. 2022, with DIAMOND's settings — or
 ``schedule: ddpm``, Ho et al. 2020) and the number of context frames. The defaults are the
 paper's (its public ``config/agent/default.yaml``, ``config/trainer.yaml``); the family README
-lists every deviation. Imports neither torch nor ``wm_ray.config``; the agent's section (added
-with the agent) holds these two configs.
+lists every deviation. :class:`DiamondConfig` is the ``diamond`` section of the root config:
+the two core configs, the reward / termination model, the actor-critic, the staged start of
+the three parts and the denoiser's optimizer; :func:`validate` is the registry's validator.
+Imports neither torch nor ``wm_ray.config``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from wm_ray.config_checks import value_range
 from wm_ray.types import Ranges
+
+if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``diamond`` section
+    from wm_ray.config import ReplayConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,171 @@ class DiffusionCoreConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
+@dataclass(frozen=True)
+class DenoiserTrainConfig:
+    """How the denoiser learns: its optimizer and how many next frames per replayed sequence."""
+
+    RANGES: ClassVar[Ranges] = {"warmup": (0, None), "clip": (0, None)}
+
+    targets: int = 1
+    """Next frames learned per replayed sequence and update (DIAMOND: one segment of
+    ``context + 1`` frames per batch row, 32 rows)."""
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    """Global gradient-norm clip (DIAMOND: 1 for the denoiser)."""
+    warmup: int = 100
+    """Updates of linear learning-rate warmup (DIAMOND: 100)."""
+
+
+@dataclass(frozen=True)
+class RewardEndConfig:
+    """The reward / termination model: a CNN over ``[o_t, o_{t+1}]`` (adaptive group norm on
+    the action ``a_t``), an LSTM over the transitions, heads for the reward's sign (3 classes)
+    and the end of the episode (a Bernoulli logit)."""
+
+    RANGES: ClassVar[Ranges] = {"burn_in": (0, None), "warmup": (0, None), "clip": (0, None)}
+
+    channels: tuple[int, ...] = (32, 32, 32, 32)
+    """Channels of each level; every level ends with a stride-2 conv (the frame side must be a
+    multiple of ``2^levels``)."""
+    res_blocks: int = 2
+    """Residual blocks per level."""
+    cond_dim: int = 128
+    """Width of the action embedding that conditions every block."""
+    lstm: int = 512
+    burn_in: int = 4
+    """Replayed transitions that only warm the LSTM up before the loss counts (DIAMOND: 4)."""
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    clip: float = 100.0
+    warmup: int = 100
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    """The CNN + LSTM actor-critic (:class:`~wm_ray.models.common.actor_critic.ActorCritic`,
+    channels ``d, d, 2d, 2d``), trained in imagination with REINFORCE and a value baseline."""
+
+    RANGES: ClassVar[Ranges] = {
+        "burn_in": (0, None),
+        "gamma": (0, 1),
+        "lam": (0, 1),
+        "epsilon": (0, 1),
+        "warmup": (0, None),
+        "clip": (0, None),
+    }
+
+    cnn_depth: int = 32
+    lstm: int = 512
+    horizon: int = 15
+    """Imagined steps from each start (DIAMOND: 15)."""
+    gamma: float = 0.985
+    lam: float = 0.95
+    entropy: float = 0.001
+    burn_in: int = 4
+    """Real frames fed to the LSTM before imagination starts; <= replay.seq_len - 1."""
+    epsilon: float = 0.01
+    """Acting (explore): probability of a uniformly random action (DIAMOND: 0.01)."""
+    eval_temperature: float = 1.0
+    """Acting (eval): policy temperature (0: the most likely action)."""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    clip: float = 100.0
+    warmup: int = 100
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When each part starts training, in agent updates; once started, a part trains on every
+    update. DIAMOND trains all three from the start (after its first collection)."""
+
+    RANGES: ClassVar[Ranges] = dict.fromkeys(("denoiser", "reward_end", "actor_critic"), (0, None))
+
+    denoiser: int = 0
+    reward_end: int = 0
+    actor_critic: int = 0
+
+
+@dataclass(frozen=True)
+class DiamondConfig:
+    """The ``diamond`` section."""
+
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    denoiser_train: DenoiserTrainConfig = field(default_factory=DenoiserTrainConfig)
+    reward_end: RewardEndConfig = field(default_factory=RewardEndConfig)
+    ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    start: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    @property
+    def core(self) -> DiffusionCoreConfig:
+        """The diffusion core's two configs."""
+        return DiffusionCoreConfig(self.denoiser, self.diffusion)
+
+
+class RootConfig(Protocol):
+    """What the agent reads from the root ``wm_ray.config.Config``."""
+
+    @property
+    def run(self) -> RunConfig: ...
+
+    @property
+    def replay(self) -> ReplayConfig: ...
+
+    @property
+    def diamond(self) -> DiamondConfig: ...
+
+
+def validate(config: RootConfig) -> None:
+    """The registry's validator: raise ``ValueError`` naming every bad value of the section."""
+    bad = check_diamond(config.diamond, seq_len=config.replay.seq_len)
+    if bad:
+        raise ValueError("invalid diamond config: " + "; ".join(bad))
+
+
+def check_diamond(
+    cfg: DiamondConfig,
+    image_size: int | None = None,
+    num_actions: int | None = None,
+    seq_len: int | None = None,
+) -> list[str]:
+    """Every problem of the ``diamond`` section (the core's :func:`check_config` and the
+    agent's parts), as ``"diamond.<key>=value (what is valid)"``."""
+    bad = check_config(cfg.core, image_size, num_actions)
+    for name in ("denoiser_train", "reward_end", "ac", "start"):
+        bad += _ranges(getattr(cfg, name), f"diamond.{name}.")
+    re, ac, k = cfg.reward_end, cfg.ac, cfg.diffusion.context
+    if not re.channels or any(c < 1 for c in re.channels):
+        bad.append(f"diamond.reward_end.channels={re.channels} (must be one or more widths)")
+    if image_size is not None:
+        if image_size % 16:
+            bad.append(f"image size {image_size} (the actor-critic needs a multiple of 16)")
+        factor = 2 ** len(re.channels)
+        if image_size % factor:
+            bad.append(
+                f"diamond.reward_end.channels={re.channels} ({len(re.channels)} levels: the "
+                f"frame side {image_size} must be a multiple of {factor})"
+            )
+    if seq_len is not None:
+        if seq_len < k + 1:
+            bad.append(
+                f"diamond.diffusion.context={k} (replay.seq_len={seq_len} must hold the "
+                f"context and a next frame: >= {k + 1})"
+            )
+        if ac.burn_in > seq_len - 1:
+            bad.append(
+                f"diamond.ac.burn_in={ac.burn_in} (must be <= replay.seq_len - 1 = "
+                f"{seq_len - 1}: the last frame of a sequence starts imagination)"
+            )
+        if re.burn_in > seq_len - 2:
+            bad.append(
+                f"diamond.reward_end.burn_in={re.burn_in} (must be <= replay.seq_len - 2 = "
+                f"{seq_len - 2}: a sequence of T frames holds T - 1 transitions, one must count)"
+            )
+    return bad
+
+
 def check_config(
     cfg: DiffusionCoreConfig,
     image_size: int | None = None,
@@ -176,12 +347,12 @@ def check_config(
     return bad
 
 
-def _ranges(cfg: DenoiserConfig | DiffusionConfig, prefix: str) -> list[str]:
+def _ranges(cfg: object, prefix: str) -> list[str]:
     """Every number of ``cfg`` outside its :func:`~wm_ray.config_checks.value_range` (the
     class's ``RANGES``, else the config-wide rule: counts >= 1, other numbers >= 0), and the
     ones that must be strictly positive at 0."""
     bad = []
-    for f in fields(cfg):
+    for f in fields(cfg):  # type: ignore[arg-type]
         v = getattr(cfg, f.name)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
@@ -205,5 +376,8 @@ _POSITIVE = frozenset(
         "sigma_max",
         "rho",
         "beta_start",
+        "lr",
+        "lstm",
+        "cnn_depth",
     )
 )

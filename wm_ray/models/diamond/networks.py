@@ -1,4 +1,7 @@
-"""The raw denoiser networks ``F`` of the DIAMOND family: DIAMOND's U-Net and a DiT.
+"""The networks of the DIAMOND family: the raw denoisers ``F`` (DIAMOND's U-Net and a DiT) and
+:func:`build_networks`, which builds the agent's three parts: the denoiser, the reward /
+termination model (:mod:`~wm_ray.models.diamond.reward_end`) and the CNN + LSTM actor-critic
+(:class:`~wm_ray.models.common.actor_critic.ActorCritic`, shared with IRIS).
 
 Both have the same call signature (:data:`wm_ray.models.diamond.diffusion.Net`)::
 
@@ -38,12 +41,17 @@ positions; ``depth`` adaLN-Zero blocks: with ``(shift, scale, gate) x 2`` a line
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wm_ray.models.diamond.config import DenoiserConfig
+from wm_ray.models.common.actor_critic import ActorCritic
+from wm_ray.models.diamond.config import DenoiserConfig, DiamondConfig
+
+if TYPE_CHECKING:
+    from wm_ray.models.diamond.reward_end import RewardEndModel
 
 _GROUP_SIZE = 32
 _ATTN_HEAD_DIM = 8
@@ -284,3 +292,29 @@ def build_denoiser(cfg: DenoiserConfig, channels: int, frames: int, num_actions:
     if cfg.kind == "dit":
         return DiTDenoiser(cfg, channels, frames, num_actions)
     raise ValueError(f"denoiser.kind={cfg.kind!r} (must be 'unet' or 'dit')")
+
+
+class Networks(NamedTuple):
+    """DIAMOND's three parts (:func:`build_networks`)."""
+
+    denoiser: nn.Module | None
+    """The raw network ``F`` (None for an acting-only agent)."""
+    reward_end: RewardEndModel | None
+    """The reward / termination model (None for an acting-only agent)."""
+    actor_critic: ActorCritic
+
+
+def build_networks(
+    cfg: DiamondConfig, image_shape: tuple[int, int, int], actions: int, acting: bool = False
+) -> Networks:
+    """The parts for frames ``image_shape = (H, W, C)`` and ``actions`` discrete actions; with
+    ``acting`` only the actor-critic (the policy acts on real frames)."""
+    size, _, channels = image_shape
+    ac = ActorCritic(channels, size, actions, cfg.ac.cnn_depth, cfg.ac.lstm)
+    if acting:
+        return Networks(None, None, ac)
+    denoiser = build_denoiser(cfg.denoiser, channels, cfg.diffusion.context, actions)
+    from wm_ray.models.diamond.reward_end import RewardEndModel
+
+    reward_end = RewardEndModel(cfg.reward_end, channels, size, actions)
+    return Networks(denoiser, reward_end, ac)
