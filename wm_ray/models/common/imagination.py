@@ -60,6 +60,29 @@ def sample_logits(
     return sample_index(torch.softmax(logits.float() / temperature, -1), gen)
 
 
+def policy_action(
+    logits: torch.Tensor,
+    mode: str,
+    epsilon: float,
+    eval_temperature: float,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """Actions ``(N,)`` of a discrete policy acting in an env (IRIS's and DIAMOND's acting).
+
+    ``explore``: a sample at temperature 1, replaced with probability ``epsilon`` by a uniform
+    action; ``eval``: a sample at ``eval_temperature`` (0: the most likely action).
+    """
+    if mode != "explore":
+        return sample_logits(logits, eval_temperature, gen)
+    action = sample_logits(logits, 1.0, gen)
+    if epsilon > 0:
+        n, device = action.shape[0], logits.device
+        rand = torch.rand(n, generator=gen, device=device) < epsilon
+        uniform = torch.randint(0, logits.shape[-1], (n,), generator=gen, device=device)
+        action = torch.where(rand, uniform, action)
+    return action
+
+
 @dataclass
 class Trajectory:
     """An imagined batch: ``H`` steps from ``B`` starts."""

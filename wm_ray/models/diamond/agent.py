@@ -27,7 +27,7 @@ from wm_ray.models.common.actor_critic import ActorCritic, LSTMState
 from wm_ray.models.common.agent import AgentBase
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
-from wm_ray.models.common.imagination import reinforce_loss, rollout, sample_logits
+from wm_ray.models.common.imagination import policy_action, reinforce_loss, rollout
 from wm_ray.models.diamond.config import RootConfig, check_diamond
 from wm_ray.models.diamond.diffusion import make_schedule
 from wm_ray.models.diamond.imagination import DiffusionDream, context_window
@@ -159,18 +159,8 @@ class DiamondAgent(AgentBase):
         """
         is_first = self.check_policy_inputs(obs, carry[0].shape[0], mode, ("image",))
         logits, _, state = self.ac(self._frames(obs["image"]), ActorCritic.reset(carry, is_first))
-        if mode == "explore":
-            action = sample_logits(logits, 1.0, self.gen)
-            eps = self.cfg.ac.epsilon
-            if eps > 0:
-                n = action.shape[0]
-                rand = torch.rand(n, generator=self.gen, device=self.device) < eps
-                uniform = torch.randint(
-                    0, self.num_actions, (n,), generator=self.gen, device=self.device
-                )
-                action = torch.where(rand, uniform, action)
-        else:
-            action = sample_logits(logits, self.cfg.ac.eval_temperature, self.gen)
+        ac = self.cfg.ac
+        action = policy_action(logits, mode, ac.epsilon, ac.eval_temperature, self.gen)
         env_action = (action + self.action_start).cpu().numpy().astype(np.int64)
         return state, env_action, {}
 

@@ -26,7 +26,7 @@ from wm_ray.models.common.actor_critic import ActorCritic, LSTMState
 from wm_ray.models.common.agent import AgentBase
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
-from wm_ray.models.common.imagination import reinforce_loss, rollout, sample_logits
+from wm_ray.models.common.imagination import policy_action, reinforce_loss, rollout
 from wm_ray.models.iris.config import RootConfig, check_config
 from wm_ray.models.iris.imagination import Dream, FrameDream, Mode, Stepper
 from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss, world_model_loss
@@ -139,18 +139,8 @@ class IrisAgent(AgentBase):
         is_first = self.check_policy_inputs(obs, carry[0].shape[0], mode, ("image",))
         frames = self.tokenizer.encode_decode(self._frames(obs["image"]))
         logits, _, state = self.ac(frames, ActorCritic.reset(carry, is_first))
-        if mode == "explore":
-            action = sample_logits(logits, 1.0, self.gen)
-            eps = self.cfg.ac.epsilon
-            if eps > 0:
-                n = action.shape[0]
-                rand = torch.rand(n, generator=self.gen, device=self.device) < eps
-                uniform = torch.randint(
-                    0, self.num_actions, (n,), generator=self.gen, device=self.device
-                )
-                action = torch.where(rand, uniform, action)
-        else:
-            action = sample_logits(logits, self.cfg.ac.eval_temperature, self.gen)
+        ac = self.cfg.ac
+        action = policy_action(logits, mode, ac.epsilon, ac.eval_temperature, self.gen)
         env_action = (action + self.action_start).cpu().numpy().astype(np.int64)
         return state, env_action, {}
 
