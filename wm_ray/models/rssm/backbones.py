@@ -144,6 +144,9 @@ class TransformerCore(Backbone):
         self.norm = nn.LayerNorm(deter)
         self.slopes: torch.Tensor
         self.register_buffer("slopes", alibi_slopes(options.heads), persistent=False)
+        distance = torch.arange(self.context - 1, -1, -1).float()  # oldest key first
+        self.step_bias: torch.Tensor  # (heads, 1, context): a step's ALiBi biases, made once
+        self.register_buffer("step_bias", -self.slopes[:, None, None] * distance, persistent=False)
 
     def initial_memory(self, n: int, ref: torch.Tensor) -> Memory:
         past = self.context - 1
@@ -158,10 +161,8 @@ class TransformerCore(Backbone):
 
     def step(self, x: torch.Tensor, h: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
         *cache, valid = memory
-        past = self.context - 1
         visible = torch.cat([valid, valid.new_ones(valid.shape[0], 1)], 1)[:, None]  # (N, 1, W)
-        distance = torch.arange(past, -1, -1, device=x.device)[None, None]  # (1, 1, W)
-        bias = self._bias(distance, visible)
+        bias = self.step_bias.masked_fill(~visible[:, None], float("-inf"))  # (N, H, 1, W)
         t = self.inp(x)[:, None]  # (N, 1, D)
         new_cache = []
         for layer, block in enumerate(self.blocks):
