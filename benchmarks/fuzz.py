@@ -37,6 +37,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -154,13 +155,21 @@ def run_cli(argv: list[str]) -> tuple[int, str, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     escaped = ""
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 2
-        except BaseException as exc:  # what must never happen: an exception out of main
-            code, escaped = -1, f"{type(exc).__name__}: {exc}"
+    in_threads: list[str] = []  # an exception that ends a thread prints a traceback: bad too
+    hook = threading.excepthook
+    threading.excepthook = lambda a: in_threads.append(f"{a.exc_type.__name__}: {a.exc_value}")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 2
+            except BaseException as exc:  # what must never happen: an exception out of main
+                code, escaped = -1, f"{type(exc).__name__}: {exc}"
+    finally:
+        threading.excepthook = hook
+    if in_threads and not escaped:
+        escaped = f"in a thread: {in_threads[0]}"
     return code, out.getvalue(), err.getvalue(), escaped
 
 
@@ -458,6 +467,8 @@ def checkpoint_outcomes(
                 *family_train_argv(family, run, 256),
                 "run.checkpoint_every=128",
                 f"run.seed={len(runs)}",
+                # a few updates make every file a checkpoint has; more only cost time
+                "replay.samples_per_insert=2",
             ]
         )
         if code != 0:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -252,22 +254,44 @@ class Progress:
 
 
 class TensorBoardSink:
-    """Scalars as TensorBoard event files in ``<run_dir>/tb`` (``tensorboard --logdir runs``)."""
+    """Scalars as TensorBoard event files in ``<run_dir>/tb`` (``tensorboard --logdir runs``).
+
+    Written synchronously (TFRecord-framed ``Event`` protos, flushed with every record), not
+    through ``SummaryWriter``: its writer thread turns a full disk into a traceback on stderr
+    that no caller can catch. Here the ``OSError`` reaches the loop, which stops with a
+    one-line error, as for the JSONL file.
+    """
 
     def __init__(self, directory: str | Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
-        self._writer = SummaryWriter(str(directory))
+        self._event = event_pb2.Event
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        self._file = open(directory / f"{name}.wm_ray", "ab")  # noqa: SIM115 (closed by close)
+        self._records = RecordWriter(self._file)
+        self._put(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _put(self, event: Any) -> None:
+        self._records.write(event.SerializeToString())
+        self._records.flush()
 
     def write(self, record: dict[str, Any]) -> None:
-        step = int(record["step"])
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                self._writer.add_scalar(key, value, step)
-        self._writer.flush()
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        values = [
+            Summary.Value(tag=key, simple_value=float(value))
+            for key, value in record.items()
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value)
+        ]
+        event = self._event(wall_time=time.time(), step=int(record["step"]))
+        event.summary.value.extend(values)
+        self._put(event)
 
     def close(self) -> None:
-        self._writer.close()
+        self._file.close()
 
 
 class MetricsLogger:

@@ -325,3 +325,29 @@ def test_an_env_that_returns_bad_observations_fails_with_one_line(bad: str, name
         assert named in str(err.value) and "\n" not in str(err.value)
     finally:
         venv.close()
+
+
+def test_tensorboard_events_read_back_and_a_full_disk_raises_in_the_caller(
+    tmp_path: Path,
+) -> None:
+    """The TensorBoard sink writes events TensorBoard's own loader reads back (finite scalars
+    only), and a failed write raises ``OSError`` where the loop can catch it, instead of a
+    traceback from a writer thread (what ``SummaryWriter`` does on a full disk)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sink = M.TensorBoardSink(tmp_path / "tb")
+    sink.write({"step": 7, "train/loss/x": 1.5, "note": "text", "bad": math.nan})
+    sink.write({"step": 9, "train/loss/x": 0.5})
+    sink.close()
+    board = EventAccumulator(str(tmp_path / "tb"))
+    board.Reload()
+    assert board.Tags()["scalars"] == ["train/loss/x"]
+    assert [(e.step, e.value) for e in board.Scalars("train/loss/x")] == [(7, 1.5), (9, 0.5)]
+
+    sink = M.TensorBoardSink(tmp_path / "tb2")
+    sink._file.close()
+    # /dev/full: a real device whose every write fails with ENOSPC, like a full disk
+    with open("/dev/full", "wb", buffering=0) as full:
+        sink._records._writer = full
+        with pytest.raises(OSError, match="No space left"):
+            sink.write({"step": 1, "train/loss/x": 1.0})
