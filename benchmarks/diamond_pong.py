@@ -1,0 +1,258 @@
+"""DIAMOND's parts on real ALE Pong frames of a random policy (CPU, minutes): the issue's checks.
+
+    python benchmarks/diamond_pong.py [--steps 2000] [--channels 16 32] [--side 32]
+        [--reward-steps 600] [--threads 1]
+
+- **Next frame**: the denoiser (a small U-Net, DIAMOND's EDM sampler: 3 Euler steps,
+  sigma_max 5) trained ``--steps`` Adam steps with the agent's loss
+  (``wm_ray.models.diamond.losses.denoiser_loss``) on one random-policy episode (seed 0); on
+  every transition of another episode (seed 1) the MSE of the 3-step sample of the next frame,
+  of copying the last frame (the baseline, same frames), and of the sample given the context of
+  another transition. The MSEs are split into the pixels that change between the two frames
+  (``dynamic``: the paddles, the ball, the score) and the rest (``static``).
+- **Reward**: the reward / termination model (``reward_end_loss``) trained ``--reward-steps``
+  on 3,000 random-policy steps (episodes run to their end), then its held-out reward-sign
+  accuracy against the majority class's, and the share of the nonzero rewards it gets right.
+
+``tests/e2e/test_diamond_pong.py`` runs the next-frame check at a CI budget with these
+functions. Writes ``benchmarks/results/<machine>/diamond_pong.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_result
+from wm_ray.envs import atari
+from wm_ray.models.diamond.config import DenoiserConfig, DiffusionConfig, RewardEndConfig
+from wm_ray.models.diamond.diffusion import EDM, Condition, make_schedule, stack_context
+from wm_ray.models.diamond.imagination import context_window
+from wm_ray.models.diamond.losses import denoiser_loss, reward_end_loss
+from wm_ray.models.diamond.networks import build_denoiser
+from wm_ray.models.diamond.reward_end import RewardEndModel, reward_class
+
+CONTEXT = 4
+"""DIAMOND's context frames and actions."""
+
+
+class Episodes(NamedTuple):
+    """Random-policy steps: frames ``(T, 1, S, S)`` in [-1, 1], actions ``(T,)``, the reward
+    that arrived with each frame, and episode starts / terminations (bool)."""
+
+    frames: Tensor
+    actions: Tensor
+    reward: Tensor
+    is_first: Tensor
+    is_terminal: Tensor
+    num_actions: int
+
+
+def pong(seed: int, steps: int, side: int = 32, until_end: bool = True) -> Episodes:
+    """``steps`` steps of ALE Pong (grayscale ``side x side``) under a uniformly random policy
+    from a reset; ``until_end``: stop at the first episode's end, else reset and go on."""
+    env = atari.make("ALE/Pong-v5", seed=seed, image_size=side, grayscale=True)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    frames, actions, rewards, firsts, terminals = [], [], [], [], []
+    reward, terminal, first = 0.0, False, True
+    for _ in range(steps):
+        action = int(rng.integers(env.action_space.n))
+        frames.append(obs["image"])
+        actions.append(action)
+        rewards.append(reward)
+        firsts.append(first)
+        terminals.append(terminal)
+        obs, reward, terminal, truncated, _ = env.step(action)
+        first = False
+        if terminal or truncated:
+            if until_end:
+                break
+            frames.append(obs["image"])
+            actions.append(0)
+            rewards.append(reward)
+            firsts.append(False)
+            terminals.append(terminal)
+            obs, _ = env.reset()
+            reward, terminal, first = 0.0, False, True
+    num_actions = int(env.action_space.n)
+    env.close()
+    image = torch.tensor(np.stack(frames)).reshape(len(frames), 1, side, side)
+    return Episodes(
+        image.float() / 127.5 - 1.0,
+        torch.tensor(actions),
+        torch.tensor(rewards, dtype=torch.float32),
+        torch.tensor(firsts),
+        torch.tensor(terminals),
+        num_actions,
+    )
+
+
+def _windows(n: int, count: int, length: int, gen: torch.Generator) -> Tensor:
+    start = torch.randint(0, n - length, (count,), generator=gen)
+    return start[:, None] + torch.arange(length)
+
+
+def train_denoiser(
+    data: Episodes,
+    steps: int,
+    channels: tuple[int, ...] = (16, 16),
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> tuple[nn.Module, EDM]:
+    """A U-Net of ``channels`` (one residual block per level, no attention) trained ``steps``
+    AdamW steps (one-cycle learning rate, gradients clipped at 1) with the agent's denoiser
+    loss on 4 windows of 8 frames x 4 targets per step; the schedule is the paper's."""
+    torch.manual_seed(seed)
+    schedule = make_schedule(DiffusionConfig())
+    assert isinstance(schedule, EDM)
+    cfg = DenoiserConfig(cond_dim=32, channels=channels, res_blocks=1, mid_attention=False)
+    net = build_denoiser(cfg, data.frames.shape[1], CONTEXT, data.num_actions)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+    anneal = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    seq = 2 * CONTEXT
+    first = torch.zeros(4, seq, dtype=torch.bool)
+    first[:, 0] = True  # each window starts its own episode: the context never reaches before it
+    for _ in range(steps):
+        index = _windows(len(data.frames), 4, seq, gen)
+        frames, actions = data.frames[index], data.actions[index]
+        loss, _ = denoiser_loss(schedule, net, frames, actions, first, CONTEXT, 4, gen, gen)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        anneal.step()
+    return net.eval(), schedule
+
+
+def next_frame_mse(net: nn.Module, schedule: EDM, data: Episodes, seed: int = 1) -> dict[str, Any]:
+    """MSEs on every transition ``t-1 -> t`` (``t >= CONTEXT``) of ``data`` (one episode): the
+    3-step sample, copying frame ``t-1``, and the sample given a shuffled transition's context,
+    each whole and split into static / dynamic pixels (their sum is the whole)."""
+    target = torch.arange(CONTEXT, len(data.frames))
+    truth = data.frames[target]
+    starts = torch.zeros(1, len(data.frames), dtype=torch.bool)
+    starts[0, 0] = True
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(ends: Tensor) -> Tensor:
+        n = len(ends)
+        ctx, act = context_window(
+            data.frames[None].expand(n, -1, -1, -1, -1),
+            data.actions[None].expand(n, -1),
+            starts.expand(n, -1),
+            ends,
+            CONTEXT,
+        )
+        with torch.no_grad():
+            cond = Condition(stack_context(ctx), act)
+            return schedule.sample(net, tuple(truth.shape), cond, torch.Generator().manual_seed(1))
+
+    last = data.frames[target - 1]
+    dynamic = last != truth
+
+    def split(pred: Tensor) -> dict[str, float]:
+        err = (pred - truth) ** 2
+        total = err.numel()
+        return {
+            "mse": float(err.mean()),
+            "static": float(err[~dynamic].sum()) / total,
+            "dynamic": float(err[dynamic].sum()) / total,
+        }
+
+    shuffled = target[torch.randperm(len(target), generator=gen)] - 1
+    return {
+        "transitions": len(target),
+        "dynamic_pixels": float(dynamic.float().mean()),
+        "sample": split(sample(target - 1)),
+        "copy_last_frame": split(last),
+        "sample_other_context": split(sample(shuffled)),
+    }
+
+
+def reward_check(train: Episodes, held: Episodes, steps: int, seed: int = 0) -> dict[str, Any]:
+    """The reward / termination model at debug-like size trained ``steps`` AdamW steps on 16
+    windows of 12 transitions (burn-in 2), then run over ``held`` from a zero state."""
+    torch.manual_seed(seed)
+    cfg = RewardEndConfig(channels=(16, 16), res_blocks=1, cond_dim=16, lstm=64, burn_in=2)
+    side = train.frames.shape[-1]
+    model = RewardEndModel(cfg, train.frames.shape[1], side, train.num_actions)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = _windows(len(train.frames), 16, 12, gen)
+        loss, _ = reward_end_loss(
+            model, train.frames[i], train.actions[i], train.reward[i], train.is_first[i],
+            train.is_terminal[i], cfg.burn_in,
+        )  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits, _, _ = model(
+            held.frames[None, :-1], held.actions[None, :-1], held.frames[None, 1:],
+            held.is_first[None, :-1], model.initial(1, torch.device("cpu")),
+        )  # fmt: skip
+    valid = ~held.is_first[1:]
+    target = reward_class(held.reward[1:])[valid]
+    pred = logits[0].argmax(-1)[valid]
+    nonzero = target != 1
+    return {
+        "train_nonzero_rewards": int((train.reward != 0).sum()),
+        "held_transitions": int(valid.sum()),
+        "held_nonzero_rewards": int(nonzero.sum()),
+        "accuracy": float((pred == target).float().mean()),
+        "majority_accuracy": float((target == 1).float().mean()),
+        "nonzero_recall": float((pred == target)[nonzero].float().mean())
+        if nonzero.any()
+        else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="denoiser training steps")
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--side", type=int, default=32)
+    parser.add_argument("--reward-steps", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {"side": args.side, "threads": args.threads}
+    start = time.perf_counter()
+    net, schedule = train_denoiser(pong(0, 1200, args.side), args.steps, tuple(args.channels))
+    result["next_frame"] = {
+        "steps": args.steps,
+        "channels": args.channels,
+        "params": sum(p.numel() for p in net.parameters()),
+        "train_seconds": time.perf_counter() - start,
+        **next_frame_mse(net, schedule, pong(1, 300, args.side)),
+    }
+    print(result["next_frame"], flush=True)
+    if args.reward_steps:
+        start = time.perf_counter()
+        train = pong(0, 3000, args.side, until_end=False)
+        held = pong(1, 1000, args.side, until_end=False)
+        result["reward"] = {
+            "steps": args.reward_steps,
+            **reward_check(train, held, args.reward_steps),
+        }
+        result["reward"]["seconds"] = time.perf_counter() - start
+        print(result["reward"], flush=True)
+    print(write_result("diamond_pong", result, args.out))
+
+
+if __name__ == "__main__":
+    main()
