@@ -246,3 +246,14 @@ def test_config_errors_name_the_bad_key_and_value() -> None:
     ):
         with pytest.raises(ValueError, match=re.escape(expected)):
             validate(dataclasses.replace(cfg, **change))  # type: ignore[arg-type]
+
+
+def test_vq_state_dict_round_trip_keeps_codes_and_the_reset_schedule() -> None:
+    vq = VectorQuantizer(4, 3, codebook="ema", dead_code_every=3).train()
+    z = torch.randn(16, 3)
+    vq(z)
+    vq(z)
+    copy = VectorQuantizer(4, 3, codebook="ema", dead_code_every=3).train()
+    copy.load_state_dict(vq.state_dict())
+    assert torch.equal(copy.nearest(z), vq.nearest(z))
+    assert "dead_reset" in copy(z).metrics  # the third call since the start checks

@@ -10,9 +10,8 @@ usage share fell below ``dead_code_threshold / vocab`` with random input vectors
 Under a ``torch.distributed`` group the statistics are averaged over ranks and re-seeded rows
 broadcast from rank 0, so every rank keeps the same codebook.
 
-The logic is IRIS's tokenizer's (``wm_ray.models.iris.tokenizer``), written here as a separate
-module rather than moved: the IRIS tokenizer keeps the codebook as its own parameter and
-buffers (checkpoint keys ``codebook``, ``usage``, ...) and moving it would rename them.
+The steps are :mod:`wm_ray.models.common.vq`'s, shared with IRIS's tokenizer (which keeps the
+codebook state on itself, so its checkpoint keys are unchanged).
 """
 
 from __future__ import annotations
@@ -24,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wm_ray.models.common.distributed import world_size
-
-_LAPLACE_EPS = 1e-5
+from wm_ray.models.common.vq import (
+    nearest_codes,
+    new_codebook,
+    reset_dead_codes,
+    update_statistics,
+)
 
 
 @dataclass
@@ -90,7 +92,7 @@ class VectorQuantizer(nn.Module):
         self.vocab, self.dim, self.mode, self.beta = vocab, dim, codebook, beta
         self.ema_decay = ema_decay
         self.dead_code_every, self.dead_code_threshold = dead_code_every, dead_code_threshold
-        init = torch.empty(vocab, dim).uniform_(-1.0 / vocab, 1.0 / vocab)
+        init = new_codebook(vocab, dim)
         self.codebook = nn.Parameter(init, requires_grad=codebook == "grad")
         self.register_buffer("usage", torch.zeros(vocab))
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
@@ -106,10 +108,7 @@ class VectorQuantizer(nn.Module):
         """Vectors ``(..., D)`` -> ``(...)`` int64 indices of their nearest codes."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"expected vectors (..., {self.dim}), got {tuple(z.shape)}")
-        flat = z.detach().reshape(-1, self.dim).to(self.codebook.dtype)
-        book = self.codebook.detach()
-        dist = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ book.t() + book.pow(2).sum(1)[None]
-        return dist.argmin(dim=1).reshape(z.shape[:-1])
+        return nearest_codes(z.reshape(-1, self.dim), self.codebook).reshape(z.shape[:-1])
 
     def lookup(self, indices: Tensor) -> Tensor:
         """Codes ``(...)`` int64 -> codebook vectors ``(..., D)``."""
@@ -145,26 +144,9 @@ class VectorQuantizer(nn.Module):
         """EMA codebook / usage / dead-code updates from one batch: vectors ``flat_z (M, D)``,
         their codes ``flat_idx (M,)`` and the code counts ``(V,)``; returns the number of codes
         re-seeded on the calls that check for dead codes, else None."""
-        size, v = world_size(), self.vocab
         flat_z = flat_z.to(self.codebook.dtype)
-        share = counts.to(self.codebook.dtype) / flat_idx.numel()
-        if self.mode == "ema":
-            sums = torch.zeros_like(self.codebook).index_add_(0, flat_idx, flat_z)
-            stats = torch.cat([share, counts.to(sums.dtype), sums.reshape(-1)])
-            if size > 1:
-                torch.distributed.all_reduce(stats)
-                stats.div_(size)
-            share, counts, sums = stats[:v], stats[v : 2 * v], stats[2 * v :].view_as(sums)
-            decay = self.ema_decay
-            self.ema_cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
-            self.ema_embed_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
-            n = self.ema_cluster_size.sum()
-            smoothed = (self.ema_cluster_size + _LAPLACE_EPS) / (n + v * _LAPLACE_EPS) * n
-            self.codebook.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
-        elif size > 1:
-            torch.distributed.all_reduce(share)
-            share.div_(size)
-        self.usage.mul_(self.ema_decay).add_(share, alpha=1.0 - self.ema_decay)
+        ema = self.mode == "ema"
+        update_statistics(self, flat_z, flat_idx, counts, ema, self.ema_decay)
         self.calls.add_(1)
         if self._calls_host is None:  # once after construction / loading: no per-call sync
             self._calls_host = int(self.calls.item())
@@ -172,29 +154,7 @@ class VectorQuantizer(nn.Module):
             self._calls_host += 1
         if not self.dead_code_every or self._calls_host % self.dead_code_every:
             return None
-        return self.reset_dead(flat_z)
-
-    @torch.no_grad()
-    def reset_dead(self, flat_z: Tensor) -> Tensor:
-        """Re-seed codes with usage share < threshold / vocab from random rows of ``flat_z``."""
-        v, m = self.vocab, flat_z.shape[0]
-        total = self.usage.sum()
-        dead = self.usage < (self.dead_code_threshold / v) * total
-        if m >= v:
-            pick = torch.randperm(m, device=flat_z.device)[:v]
-        else:
-            pick = torch.randint(0, m, (v,), device=flat_z.device)
-        rows = flat_z[pick].contiguous()
-        if world_size() > 1:
-            torch.distributed.broadcast(rows, src=0)
-        mask = dead.unsqueeze(1)
-        self.codebook.copy_(torch.where(mask, rows, self.codebook))
-        if self.mode == "ema":
-            self.ema_cluster_size.copy_(torch.where(dead, 1.0, self.ema_cluster_size))
-            self.ema_embed_sum.copy_(torch.where(mask, rows, self.ema_embed_sum))
-        # A grace period: a revived code starts at the average share.
-        self.usage.copy_(torch.where(dead, total / v, self.usage))
-        return dead.sum().to(flat_z.dtype)
+        return reset_dead_codes(self, flat_z, self.dead_code_threshold, ema)
 
 
 def _forget_calls(module: Any, incompatible_keys: Any) -> None:
