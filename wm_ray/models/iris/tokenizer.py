@@ -25,7 +25,8 @@ van den Oord et al. 2017, appendix). Both modes track an EMA of each code's usag
 ``dead_code_every`` training calls re-seed the codes whose usage share fell under
 ``dead_code_threshold / vocab`` with random encoder outputs of the batch. All of that state is
 in buffers, and under a ``torch.distributed`` group the statistics are averaged and the new
-rows broadcast from rank 0 so every rank keeps the same codebook.
+rows broadcast from rank 0 so every rank keeps the same codebook. The steps are
+:mod:`wm_ray.models.common.vq`'s (shared with Genie); the state stays on this module.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wm_ray.models.common.distributed import world_size
 from wm_ray.models.common.nets import bottle
+from wm_ray.models.common.vq import (
+    nearest_codes,
+    new_codebook,
+    reset_dead_codes,
+    update_statistics,
+)
 from wm_ray.models.iris.config import TokenizerConfig
 from wm_ray.models.iris.perceptual import PerceptualLoss
-
-_LAPLACE_EPS = 1e-5
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -210,7 +214,7 @@ class Tokenizer(nn.Module):
         self.channels, self.image_size = channels, image_size
         self.encoder = Encoder(cfg, image_size, channels, grid)
         self.decoder = Decoder(cfg, image_size, channels, grid)
-        init = torch.empty(cfg.vocab, cfg.embed_dim).uniform_(-1.0 / cfg.vocab, 1.0 / cfg.vocab)
+        init = new_codebook(cfg.vocab, cfg.embed_dim)
         self.codebook = nn.Parameter(init, requires_grad=cfg.codebook == "grad")
         self.register_buffer("usage", torch.zeros(cfg.vocab))
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
@@ -256,15 +260,7 @@ class Tokenizer(nn.Module):
 
     def _nearest(self, flat: Tensor) -> Tensor:
         """``(M, D)`` vectors -> ``(M,)`` int64 indices of their nearest codes (no grad)."""
-        with torch.no_grad():
-            flat = flat.detach().to(self.codebook.dtype)
-            book = self.codebook.detach()
-            dist = (
-                flat.pow(2).sum(1, keepdim=True)
-                - 2.0 * flat @ book.t()
-                + book.pow(2).sum(1).unsqueeze(0)
-            )
-            return dist.argmin(dim=1)
+        return nearest_codes(flat, self.codebook)
 
     def quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
         """``z_e (N, D, g, g)`` -> ``(z_q (N, D, g, g), indices (N, K) int64)``.
@@ -310,27 +306,9 @@ class Tokenizer(nn.Module):
         """EMA codebook / usage / dead-code updates from one training batch's encodings
         ``flat_z (M, D)``, their codes ``flat_idx (M,)`` and the code counts ``(V,)``; returns
         the number of codes re-seeded, on the calls that check for dead codes."""
-        cfg, size = self.cfg, world_size()
+        cfg = self.cfg
         flat_z = flat_z.to(self.codebook.dtype)
-        share = counts.to(self.codebook.dtype) / flat_idx.numel()
-        if cfg.codebook == "ema":
-            sums = torch.zeros_like(self.codebook).index_add_(0, flat_idx, flat_z)
-            stats = torch.cat([share, counts.to(sums.dtype), sums.reshape(-1)])
-            if size > 1:
-                torch.distributed.all_reduce(stats)
-                stats.div_(size)
-            v = self.vocab
-            share, counts, sums = stats[:v], stats[v : 2 * v], stats[2 * v :].view_as(sums)
-            decay = cfg.ema_decay
-            self.ema_cluster_size.mul_(decay).add_(counts, alpha=1.0 - decay)
-            self.ema_embed_sum.mul_(decay).add_(sums, alpha=1.0 - decay)
-            n = self.ema_cluster_size.sum()
-            smoothed = (self.ema_cluster_size + _LAPLACE_EPS) / (n + v * _LAPLACE_EPS) * n
-            self.codebook.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
-        elif size > 1:
-            torch.distributed.all_reduce(share)
-            share.div_(size)
-        self.usage.mul_(cfg.ema_decay).add_(share, alpha=1.0 - cfg.ema_decay)
+        update_statistics(self, flat_z, flat_idx, counts, cfg.codebook == "ema", cfg.ema_decay)
         self.calls.add_(1)
         if self._calls_cache is None:
             self._calls_cache = int(self.calls.item())  # once after construction / loading
@@ -342,24 +320,9 @@ class Tokenizer(nn.Module):
 
     def _reset_dead(self, flat_z: Tensor) -> Tensor:
         """Re-seed codes with usage share < threshold / vocab from random rows of ``flat_z``."""
-        v, m = self.vocab, flat_z.shape[0]
-        total = self.usage.sum()
-        dead = self.usage < (self.cfg.dead_code_threshold / v) * total
-        if m >= v:
-            pick = torch.randperm(m, device=flat_z.device)[:v]
-        else:
-            pick = torch.randint(0, m, (v,), device=flat_z.device)
-        rows = flat_z[pick].contiguous()
-        if world_size() > 1:
-            torch.distributed.broadcast(rows, src=0)
-        mask = dead.unsqueeze(1)
-        self.codebook.copy_(torch.where(mask, rows, self.codebook))
-        if self.cfg.codebook == "ema":
-            self.ema_cluster_size.copy_(torch.where(dead, 1.0, self.ema_cluster_size))
-            self.ema_embed_sum.copy_(torch.where(mask, rows, self.ema_embed_sum))
-        # A grace period: a revived code starts at the average share.
-        self.usage.copy_(torch.where(dead, total / v, self.usage))
-        return dead.sum().to(flat_z.dtype)
+        return reset_dead_codes(
+            self, flat_z, self.cfg.dead_code_threshold, self.cfg.codebook == "ema"
+        )
 
 
 def _forget_calls(module: Any, incompatible_keys: Any) -> None:
