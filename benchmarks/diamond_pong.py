@@ -7,8 +7,9 @@
   sigma_max 5) trained ``--steps`` Adam steps with the agent's loss
   (``wm_ray.models.diamond.losses.denoiser_loss``) on one random-policy episode (seed 0); on
   every transition of another episode (seed 1) the MSE of the 3-step sample of the next frame,
-  of copying the last frame (the baseline, same frames), and of the sample given the context of
-  another transition. The MSEs are split into the pixels that change between the two frames
+  of copying the last frame (the baseline, same frames), of the sample given the frames and
+  actions of another transition, and of the sample given its own frames but another
+  transition's actions. The MSEs are split into the pixels that change between the two frames
   (``dynamic``: the paddles, the ball, the score) and the rest (``static``).
 - **Reward**: the reward / termination model (``reward_end_loss``) trained ``--reward-steps``
   on 3,000 random-policy steps (episodes run to their end), then its held-out reward-sign
@@ -145,7 +146,7 @@ def next_frame_mse(net: nn.Module, schedule: EDM, data: Episodes, seed: int = 1)
     starts[0, 0] = True
     gen = torch.Generator().manual_seed(seed)
 
-    def sample(ends: Tensor) -> Tensor:
+    def sample(ends: Tensor, actions_of: Tensor | None = None) -> Tensor:
         n = len(ends)
         ctx, act = context_window(
             data.frames[None].expand(n, -1, -1, -1, -1),
@@ -154,6 +155,14 @@ def next_frame_mse(net: nn.Module, schedule: EDM, data: Episodes, seed: int = 1)
             ends,
             CONTEXT,
         )
+        if actions_of is not None:  # the same frames, the actions of other transitions
+            act = context_window(
+                data.frames[None, :, :0].expand(n, -1, -1, -1, -1),
+                data.actions[None].expand(n, -1),
+                starts.expand(n, -1),
+                actions_of,
+                CONTEXT,
+            )[1]
         with torch.no_grad():
             cond = Condition(stack_context(ctx), act)
             return schedule.sample(net, tuple(truth.shape), cond, torch.Generator().manual_seed(1))
@@ -177,6 +186,7 @@ def next_frame_mse(net: nn.Module, schedule: EDM, data: Episodes, seed: int = 1)
         "sample": split(sample(target - 1)),
         "copy_last_frame": split(last),
         "sample_other_context": split(sample(shuffled)),
+        "sample_other_actions": split(sample(target - 1, shuffled)),
     }
 
 
