@@ -58,10 +58,12 @@ class Episodes(NamedTuple):
     num_actions: int
 
 
-def pong(seed: int, steps: int, side: int = 32, until_end: bool = True) -> Episodes:
-    """``steps`` steps of ALE Pong (grayscale ``side x side``) under a uniformly random policy
-    from a reset; ``until_end``: stop at the first episode's end, else reset and go on."""
-    env = atari.make("ALE/Pong-v5", seed=seed, image_size=side, grayscale=True)
+def pong(
+    seed: int, steps: int, side: int = 32, until_end: bool = True, grayscale: bool = True
+) -> Episodes:
+    """``steps`` steps of ALE Pong (``side x side``, grayscale or RGB) under a uniformly random
+    policy from a reset; ``until_end``: stop at the first episode's end, else reset and go on."""
+    env = atari.make("ALE/Pong-v5", seed=seed, image_size=side, grayscale=grayscale)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, firsts, terminals = [], [], [], [], []
@@ -87,7 +89,7 @@ def pong(seed: int, steps: int, side: int = 32, until_end: bool = True) -> Episo
             reward, terminal, first = 0.0, False, True
     num_actions = int(env.action_space.n)
     env.close()
-    image = torch.tensor(np.stack(frames)).reshape(len(frames), 1, side, side)
+    image = torch.tensor(np.stack(frames)).reshape(len(frames), side, side, -1).permute(0, 3, 1, 2)
     return Episodes(
         image.float() / 127.5 - 1.0,
         torch.tensor(actions),
