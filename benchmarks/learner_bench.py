@@ -376,9 +376,11 @@ PRESET_ROWS: dict[str, tuple[list[str], list[str]]] = {
     "modular-gru": (["modular"], ["modular.backbone=gru"]),
     "modular-lstm": (["modular"], ["modular.backbone=lstm"]),
     "modular-transformer": (["modular"], ["modular.backbone=transformer"]),
+    "diamond-debug": (["diamond", "diamond_debug"], []),
 }
 """``--families presets``: label -> (presets, overrides) of the configurations timed, each the
-one a learning run of the README uses (family from its ``run.model``), at its own batch."""
+one a learning run of the README uses (family from its ``run.model``), at its own batch, on
+vector observations where the family reads them, else 64x64 images."""
 
 
 def preset_batch(
@@ -392,7 +394,7 @@ def preset_batch(
     return batch
 
 
-def bench_preset(label: str, obs: str, device: str, repeats: int) -> dict[str, Any]:
+def bench_preset(label: str, device: str, repeats: int) -> dict[str, Any]:
     """The eager update of one :data:`PRESET_ROWS` configuration and the dense floor; the
     family's own ``time/*`` metrics give the seconds of its parts."""
     from wm_ray.registry import get_model_spec
@@ -400,8 +402,10 @@ def bench_preset(label: str, obs: str, device: str, repeats: int) -> dict[str, A
     presets, overrides = PRESET_ROWS[label]
     config = build_config(presets, [f"run.device={device}", *overrides])
     family = config.run.model
+    caps = get_model_spec(family).capabilities
+    obs = "vector" if "vector" in caps.observations else "image"
     obs_space, act_space = spaces(obs)
-    if "discrete" not in get_model_spec(family).capabilities.actions:
+    if "discrete" not in caps.actions:
         act_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     agent = create_model(family, obs_space, act_space, config)
     b, t = config.replay.batch_size, config.replay.seq_len
@@ -517,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     if "presets" in args.families:
         rows = []
         for label in args.preset_rows:
-            row = bench_preset(label, "vector", args.device, args.repeats)
+            row = bench_preset(label, args.device, args.repeats)
             rows.append(row)
             print(summary_line(row), flush=True)
         if args.merge:

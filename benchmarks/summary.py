@@ -66,7 +66,13 @@ def _counts(mode: dict[str, Any]) -> str:
     return text
 
 
-FAMILY_NAMES = {"dreamer": "Dreamer", "iris": "IRIS", "planet": "PlaNet", "modular": "ModularRSSM"}
+FAMILY_NAMES = {
+    "dreamer": "Dreamer",
+    "iris": "IRIS",
+    "planet": "PlaNet",
+    "modular": "ModularRSSM",
+    "diamond": "DIAMOND",
+}
 
 
 def learner_rows(data: dict[str, Any]) -> list[Row]:
