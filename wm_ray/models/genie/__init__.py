@@ -1,8 +1,8 @@
 """Genie (Bruce et al., ICML 2024): a generative interactive environment learned from video.
-See the family README. This first increment holds the config, the ST transformer, the VQ and
-the video tokenizer; the latent action model, the MaskGIT dynamics, the agent and the registry
-line are still to come. The config classes import without torch. Pure torch: nothing here
-imports Ray.
+See the family README. The first two increments hold the config, the ST transformer, the VQ,
+the video tokenizer, the latent action model and the MaskGIT dynamics; the training schedule,
+the agent, the presets and the registry line are still to come. The config classes import
+without torch. Pure torch: nothing here imports Ray.
 """
 
 from __future__ import annotations

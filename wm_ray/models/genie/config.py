@@ -69,17 +69,23 @@ class LatentActionConfig:
     """The latent action model: from frames ``<= t`` and ``t + 1`` one of ``vocab`` codes that
     a decoder needs, with frames ``<= t``, to reconstruct frame ``t + 1``."""
 
-    RANGES: ClassVar[Ranges] = {"ema_decay": (0, 1)}
+    RANGES: ClassVar[Ranges] = {"ema_decay": (0, 1), "dead_code_every": (0, None)}
 
     patch: int = 16
     """Patch side of the LAM's pixel input (coarser than the tokenizer's)."""
     vocab: int = 8
     """Latent actions (the paper: 8)."""
     code_dim: int = 32
+    """Size of each latent-action code vector (the paper: 32)."""
     encoder: STConfig = field(default_factory=lambda: STConfig(256, 4, 4))
     decoder: STConfig = field(default_factory=lambda: STConfig(256, 4, 4))
     beta: float = 0.25
     ema_decay: float = 0.99
+    dead_code_every: int = 200
+    """Training calls between re-seeding of unused latent actions (0: never); with only 8 codes
+    a collapse onto a few of them is the LAM's usual failure."""
+    dead_code_threshold: float = 1e-3
+    """An action whose usage share falls below threshold / vocab is re-seeded from the batch."""
     lr: float = 3e-4
     clip: float = 1.0
 
