@@ -36,6 +36,18 @@ from wm_ray.models.diamond.networks import build_networks
 from wm_ray.models.diamond.reward_end import RewardEndModel
 
 
+def _adamw(module: nn.Module, part: Any) -> Optimizer:
+    """The optimizer of one part from its section (``lr``, ``clip``, ``weight_decay``,
+    ``warmup``): the three parts are trained alike, each at its own settings."""
+    return Optimizer(
+        module.parameters(),
+        part.lr,
+        clip=part.clip,
+        weight_decay=part.weight_decay,
+        warmup=part.warmup,
+    )
+
+
 class DiamondAgent(AgentBase):
     """DIAMOND: diffusion world model, reward / termination model, actor-critic in imagination.
 
@@ -87,28 +99,9 @@ class DiamondAgent(AgentBase):
             {"denoiser": self.denoiser, "reward_end": self.reward_end, "ac": self.ac}
         )
         self.schedule = make_schedule(cfg.diffusion).to(self.device)
-        dt, re, ac = cfg.denoiser_train, cfg.reward_end, cfg.ac
-        self.den_opt = Optimizer(
-            self.denoiser.parameters(),
-            dt.lr,
-            clip=dt.clip,
-            weight_decay=dt.weight_decay,
-            warmup=dt.warmup,
-        )
-        self.re_opt = Optimizer(
-            self.reward_end.parameters(),
-            re.lr,
-            clip=re.clip,
-            weight_decay=re.weight_decay,
-            warmup=re.warmup,
-        )
-        self.ac_opt = Optimizer(
-            self.ac.parameters(),
-            ac.lr,
-            clip=ac.clip,
-            weight_decay=ac.weight_decay,
-            warmup=ac.warmup,
-        )
+        self.den_opt = _adamw(self.denoiser, cfg.denoiser_train)
+        self.re_opt = _adamw(self.reward_end, cfg.reward_end)
+        self.ac_opt = _adamw(self.ac, cfg.ac)
 
     # ----------------------------------------------------------------------------- inputs
 

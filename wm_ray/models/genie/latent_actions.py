@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from wm_ray import metrics as M
 from wm_ray.models.genie.config import LatentActionConfig
 from wm_ray.models.genie.st_transformer import STTransformer
-from wm_ray.models.genie.tokenizer import patchify, to_unit, unpatchify
+from wm_ray.models.genie.tokenizer import patch_grid, patchify, to_unit, unpatchify
 from wm_ray.models.genie.vq import Quantized, VectorQuantizer
 
 LAM = "lam"
@@ -54,16 +54,11 @@ class LatentActionModel(nn.Module):
         max_frames: int = 16,
     ) -> None:
         super().__init__()
-        if cfg.patch < 1 or image_size < 1 or image_size % cfg.patch:
-            raise ValueError(f"genie.lam.patch={cfg.patch} must divide the frame side {image_size}")
-        if channels < 1:
-            raise ValueError(f"channels={channels} must be >= 1")
+        self.tokens, pixels = patch_grid("genie.lam", cfg.patch, image_size, channels)
         if max_frames < 2:
             raise ValueError(f"max_frames={max_frames} must be >= 2 (a frame and its successor)")
         self.cfg, self.image_size, self.channels = cfg, image_size, channels
         self.patch, self.max_frames = cfg.patch, max_frames
-        self.tokens = (image_size // cfg.patch) ** 2
-        pixels = cfg.patch * cfg.patch * channels
         enc, dec = cfg.encoder, cfg.decoder
         self.embed = nn.Linear(pixels, enc.width)
         self.encoder = STTransformer(enc, self.tokens, max_frames)

@@ -50,6 +50,17 @@ def unpatchify(x: Tensor, patch: int, height: int, width: int) -> Tensor:
     return x.reshape(b, t, height, width, -1)
 
 
+def patch_grid(section: str, patch: int, image_size: int, channels: int) -> tuple[int, int]:
+    """``(tokens per frame, values per patch)`` of ``image_size``-side frames of ``channels``
+    cut in ``patch``-side patches; a ValueError names ``<section>.patch`` when it does not
+    divide the side."""
+    if patch < 1 or image_size < 1 or image_size % patch:
+        raise ValueError(f"{section}.patch={patch} must divide the frame side {image_size}")
+    if channels < 1:
+        raise ValueError(f"channels={channels} must be >= 1")
+    return (image_size // patch) ** 2, patch * patch * channels
+
+
 class VideoTokenizer(nn.Module):
     """Clips ``(B, T, H, W, C)`` <-> tokens ``(B, T, N)`` from ``cfg.vocab`` codes.
 
@@ -68,16 +79,9 @@ class VideoTokenizer(nn.Module):
         self, cfg: TokenizerConfig, image_size: int = 64, channels: int = 3, max_frames: int = 16
     ) -> None:
         super().__init__()
-        if cfg.patch < 1 or image_size < 1 or image_size % cfg.patch:
-            raise ValueError(
-                f"genie.tokenizer.patch={cfg.patch} must divide the frame side {image_size}"
-            )
-        if channels < 1:
-            raise ValueError(f"channels={channels} must be >= 1")
+        self.tokens, pixels = patch_grid("genie.tokenizer", cfg.patch, image_size, channels)
         self.cfg, self.image_size, self.channels = cfg, image_size, channels
         self.patch, self.max_frames = cfg.patch, max_frames
-        self.tokens = (image_size // cfg.patch) ** 2
-        pixels = cfg.patch * cfg.patch * channels
         enc, dec = cfg.encoder, cfg.decoder
         self.embed = nn.Linear(pixels, enc.width)
         self.encoder = STTransformer(enc, self.tokens, max_frames)
