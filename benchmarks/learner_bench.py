@@ -371,12 +371,17 @@ def bench_iris(
     return row
 
 
+GENIE_ALL = ["genie.start.dynamics=0", "genie.start.freeze_tokenizer=false"]
+"""Genie's update with all three parts training (the staged schedule trains fewer)."""
+
 PRESET_ROWS: dict[str, tuple[list[str], list[str]]] = {
     "planet": (["planet"], []),
     "modular-gru": (["modular"], ["modular.backbone=gru"]),
     "modular-lstm": (["modular"], ["modular.backbone=lstm"]),
     "modular-transformer": (["modular"], ["modular.backbone=transformer"]),
     "diamond-debug": (["diamond", "diamond_debug"], []),
+    "genie-debug": (["genie", "genie_debug"], GENIE_ALL),
+    "genie-small": (["genie", "genie_small"], GENIE_ALL),
 }
 """``--families presets``: label -> (presets, overrides) of the configurations timed, each the
 one a learning run of the README uses (family from its ``run.model``), at its own batch, on

@@ -72,6 +72,7 @@ FAMILY_NAMES = {
     "planet": "PlaNet",
     "modular": "ModularRSSM",
     "diamond": "DIAMOND",
+    "genie": "Genie",
 }
 
 

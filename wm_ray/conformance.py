@@ -11,7 +11,8 @@ raises :class:`ConformanceError` naming the family and what it got wrong:
 - ``acting``: batched acting with a carry, valid actions, and ``is_first`` resets: a stream that
   restarts acts as a fresh stream would, whatever its carry held;
 - ``update``: one update from a replay-like batch with finite metrics named as
-  :mod:`wm_ray.metrics` says, and (learning families) at least one loss and changed weights;
+  :mod:`wm_ray.metrics` says, and (learning families) at least one loss and changed acting
+  weights (the learner's weights for a family that acts through a fixed behaviour policy);
 - ``checkpoint``: save -> load gives identical weights, optimizer states, randomness, actions
   and next update; an acting-only agent reads its part of the checkpoint;
 - ``acting weights``: the acting-only agent loaded with ``acting_weights()`` acts exactly like
@@ -162,6 +163,15 @@ def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return same(a, b)
 
 
+def _learned(agent: Any) -> dict[str, Any]:
+    """What an update must change: the acting weights, or, for a family that acts through a
+    fixed behaviour policy (no acting weights, e.g. Genie), every network of the learner."""
+    weights = agent.acting_weights()
+    if weights or not hasattr(agent, "nets"):
+        return dict(weights)
+    return {k: v.detach().clone() for k, v in agent.nets.state_dict().items()}
+
+
 def check_files(spec: ModelSpec, agent_cls: Any = None) -> None:
     """The family folder's files (learning families) and the agent's methods."""
     cls = agent_cls if agent_cls is not None else registry.agent_class(spec.name)
@@ -187,7 +197,7 @@ def check_family(
     actor = _build(spec, obs_space, act_space, config, True, agent_cls)
     _check_acting(spec, learner, obs_space, act_space)
     batch = _batch(obs_space, act_space, config)
-    before = learner.acting_weights()
+    before = _learned(learner)
     _check_update(spec, learner, batch, before)
     _check_checkpoint(spec, learner, obs_space, act_space, config, batch, agent_cls)
     _check_acting_weights(spec, learner, actor, obs_space)
@@ -247,8 +257,9 @@ def _check_update(spec: ModelSpec, agent: Any, batch: dict[str, Any], before: An
         return
     if not any(k.startswith("train/loss/") for k in metrics):
         raise _fail(spec, "update", f"no train/loss/<part>/<term> among {sorted(metrics)}")
-    if _weights_equal(before, agent.acting_weights()):
-        raise _fail(spec, "update", "one update changed none of the acting weights")
+    if _weights_equal(before, _learned(agent)):
+        what = "acting weights" if agent.acting_weights() else "learner's weights"
+        raise _fail(spec, "update", f"one update changed none of the {what}")
 
 
 def _check_checkpoint(

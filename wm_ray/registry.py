@@ -115,6 +115,21 @@ MODELS: dict[str, ModelSpec] = {
             validator="wm_ray.models.diamond.config:validate",
         ),
         ModelSpec(
+            "genie",
+            "wm_ray.models.genie.agent:GenieAgent",
+            "wm_ray.models.genie.config:GenieConfig",
+            "Genie: ST-transformer VQ video tokenizer, latent action model (8 codes), MaskGIT "
+            "dynamics; learns a playable world from video (replay or ingested) and acts only "
+            "through its behaviour policy (random or another run's).",
+            Capabilities(observations=("image",), steppable=True),
+            test_config=(
+                "genie_debug",
+                "genie.start.dynamics=0",
+                "genie.start.freeze_tokenizer=false",
+            ),
+            validator="wm_ray.models.genie.config:validate_root",
+        ),
+        ModelSpec(
             "iris",
             "wm_ray.models.iris.agent:IrisAgent",
             "wm_ray.models.iris.config:IrisConfig",

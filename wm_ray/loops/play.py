@@ -5,6 +5,11 @@ Actions come from a script (``--actions 2,2,3``, repeated to fill ``--steps``), 
 keyboard (one line per step on stdin), or from the agent's own policy acting on the dreamed
 frames. The real env is stepped with the same actions alongside, so the video shows
 ``[real | dream]`` and how far the dream drifts.
+
+An agent whose dream takes *latent* actions (Genie) also offers ``latent_actions()``: one
+``(name, env action or None)`` per latent action. The indices then select latent actions, the
+real env is stepped with the env action each one names (it stays on its frame where none is
+known), and without a script or keyboard the latent actions are drawn uniformly.
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ def play_run(
     Returns:
         ``video`` (and ``video_uri`` for a URI run), ``steps``, ``dream_return`` (sum of
         predicted rewards), ``real_return``, ``dream_end`` (first predicted termination step or
-        None), ``checkpoint``, ``actions``.
+        None), ``checkpoint``, ``actions``, ``action_names`` (the names of the indices).
     """
     from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env
@@ -124,13 +129,23 @@ def play_run(
             )
         agent: Any = create_model(config.run.model, venv.obs_space, venv.act_space, config)
         agent.load(path / "agent")
-        num_actions = int(venv.act_space.n)  # type: ignore[attr-defined]
+        latent = (
+            agent.latent_actions() if callable(getattr(agent, "latent_actions", None)) else None
+        )
+        if latent is not None:
+            num_actions, meanings = len(latent), [name for name, _ in latent]
+        else:
+            num_actions = int(venv.act_space.n)  # type: ignore[attr-defined]
+            meanings = _meanings(venv, num_actions)
         source: Iterator[int] | None = None
         if actions is not None:
             script = parse_actions(actions, num_actions)
             source = (script[i % len(script)] for i in range(steps))
         elif keyboard:
-            source = keyboard_actions(_meanings(venv, num_actions), stdin)
+            source = keyboard_actions(meanings, stdin)
+        elif latent is not None:
+            rng = np.random.default_rng(config.run.seed)
+            source = (int(rng.integers(num_actions)) for _ in range(steps))
         obs = venv.reset()
         carry = agent.init_policy(1)
         for _ in range(warmup):
@@ -169,8 +184,9 @@ def play_run(
             if dream_end is None and bool(end[0]):
                 dream_end = step + 1
             dream_obs = {"image": frame, "is_first": np.zeros(1, bool)}
-            if not real_done:
-                obs = venv.step(np.array([action]))
+            env_action = latent[action][1] if latent is not None else action
+            if not real_done and env_action is not None:
+                obs = venv.step(np.array([env_action]))
                 real_return += float(obs["reward"][0])
                 real_done = bool(obs["is_last"][0])
                 real = obs["image"]
@@ -191,4 +207,5 @@ def play_run(
         "dream_end": dream_end,
         "checkpoint": str(path),
         "actions": taken,
+        "action_names": meanings,
     }

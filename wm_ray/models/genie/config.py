@@ -1,5 +1,5 @@
 """Configuration of Genie (Bruce et al., "Genie: Generative Interactive Environments", ICML
-2024): the ``genie`` section (not yet wired into the root config or the registry).
+2024): the ``genie`` section of the root config (the registry's ``genie`` line adds it).
 
 Genie has three parts, each an ST transformer (spatial attention within a frame, causal
 temporal attention over frames, MLP; :class:`STConfig` sizes one): the video tokenizer (a VQ-VAE
@@ -10,15 +10,22 @@ for one GPU) with the paper's discrete choices: 1024 tokenizer codes of dimensio
 actions, 16-frame clips, masking rate ~ U(0.5, 1), 25 MaskGIT steps at temperature 2. The
 paper's own sizes (a 200M tokenizer, 300M LAM, up to 10.7B dynamics) are out of scope for a
 default. Imports neither torch nor ray nor ``wm_ray.config``.
+
+Genie learns from video: it never acts on what it learned. Env workers fill replay through the
+section's ``behaviour`` policy (uniform random, or the acting policy of another run's
+checkpoint), and offline video enters replay through ``wm-ray ingest``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from wm_ray.config_checks import value_range
 from wm_ray.types import Ranges
+
+if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``genie`` section
+    from wm_ray.config import ReplayConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -112,14 +119,76 @@ class DynamicsConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """The staged schedule, in agent updates (``train`` calls): the tokenizer first, then the
+    latent action model and the dynamics together (the paper's order)."""
+
+    RANGES: ClassVar[Ranges] = {"tokenizer": (0, None), "dynamics": (0, None)}
+
+    tokenizer: int = 0
+    """Update at which the tokenizer starts training."""
+    dynamics: int = 5_000
+    """Update at which the LAM and the dynamics start (on the tokenizer's tokens)."""
+    freeze_tokenizer: bool = True
+    """Stop training the tokenizer when the dynamics starts, so the dynamics learns fixed
+    targets (the paper trains the tokenizer first); false trains all three from then on."""
+
+
+@dataclass(frozen=True)
 class GenieConfig:
     """The ``genie`` section."""
 
     frames: int = 16
-    """Frames per training clip, and the temporal context of every part (the paper: 16)."""
+    """Frames per training clip, and the temporal context of every part (the paper: 16). A
+    replayed sequence gives its last ``frames`` steps (``replay.seq_len >= frames``)."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lam: LatentActionConfig = field(default_factory=LatentActionConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    start: ScheduleConfig = field(default_factory=ScheduleConfig)
+    behaviour: str = "random"
+    """How env workers act: ``random`` (uniform over the action space), or the path of
+    another run's directory (its family's acting policy from its latest checkpoint, read
+    by every env worker: a path all nodes reach)."""
+
+
+class RootConfig(Protocol):
+    """What the agent reads from the root ``wm_ray.config.Config``."""
+
+    @property
+    def run(self) -> RunConfig: ...
+
+    @property
+    def replay(self) -> ReplayConfig: ...
+
+    @property
+    def genie(self) -> GenieConfig: ...
+
+
+def check_root(config: RootConfig) -> list[str]:
+    """Every problem of the ``genie`` section against the rest of the root config."""
+    bad = check_config(config.genie)
+    replay = config.replay
+    if replay.seq_len < config.genie.frames:
+        bad.append(
+            f"replay.seq_len={replay.seq_len} (must be >= genie.frames={config.genie.frames}: "
+            "each replayed sequence gives one clip)"
+        )
+    if replay.cross_episodes:
+        bad.append(
+            "replay.cross_episodes=true (Genie's clips must stay inside one episode: a cut to "
+            "another episode is not an action; set replay.cross_episodes=false, as the genie "
+            "presets do)"
+        )
+    if not config.genie.behaviour.strip():
+        bad.append("genie.behaviour='' (must be 'random' or a run directory)")
+    return bad
+
+
+def validate_root(config: RootConfig) -> None:
+    """The registry's validator: raise ``ValueError`` naming every bad value."""
+    bad = check_root(config)
+    if bad:
+        raise ValueError("invalid genie config: " + "; ".join(bad))
 
 
 def check_config(cfg: GenieConfig, image_size: int | None = None) -> list[str]:
@@ -130,7 +199,7 @@ def check_config(cfg: GenieConfig, image_size: int | None = None) -> list[str]:
     tok, lam, dyn = cfg.tokenizer, cfg.lam, cfg.dynamics
     bad = _ranges(cfg, "genie.")
     bad += _ranges(tok, "genie.tokenizer.") + _ranges(lam, "genie.lam.")
-    bad += _ranges(dyn, "genie.dynamics.")
+    bad += _ranges(dyn, "genie.dynamics.") + _ranges(cfg.start, "genie.start.")
     for key, st in (
         ("tokenizer.encoder", tok.encoder),
         ("tokenizer.decoder", tok.decoder),
@@ -147,6 +216,12 @@ def check_config(cfg: GenieConfig, image_size: int | None = None) -> list[str]:
         bad.append(f"genie.dynamics.schedule={dyn.schedule!r} (must be 'cosine' or 'linear')")
     if dyn.mask_min > dyn.mask_max:
         bad.append(f"genie.dynamics.mask_min={dyn.mask_min} (must be <= mask_max={dyn.mask_max})")
+    if cfg.start.freeze_tokenizer and cfg.start.dynamics <= cfg.start.tokenizer:
+        bad.append(
+            f"genie.start.dynamics={cfg.start.dynamics} (must be > genie.start.tokenizer="
+            f"{cfg.start.tokenizer} while genie.start.freeze_tokenizer=true, or the tokenizer "
+            "never trains)"
+        )
     if cfg.frames < 2:
         bad.append(f"genie.frames={cfg.frames} (must be >= 2: a frame and its successor)")
     if image_size is not None:

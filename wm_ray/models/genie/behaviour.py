@@ -1,0 +1,95 @@
+"""How a Genie run acts in env workers: a behaviour policy, never the world model.
+
+``genie.behaviour: random`` draws uniform actions from the agent's generator (so they are
+reproducible and saved with checkpoints); a run directory instead loads the acting-only agent
+of that run's family from its latest checkpoint (e.g. a DIAMOND or Dreamer policy), so Genie
+learns from the video a competent player makes. The other run must have been trained on the
+same observation and action spaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+class RandomBehaviour:
+    """Uniform actions over ``act_space`` drawn from ``generator``."""
+
+    def __init__(self, act_space: gym.Space, generator: torch.Generator) -> None:
+        if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ValueError(f"genie.behaviour=random needs a Discrete or Box space: {act_space}")
+        if isinstance(act_space, gym.spaces.Box) and not (
+            np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))
+        ):
+            raise ValueError(f"genie.behaviour=random cannot sample an unbounded {act_space}")
+        self.space, self.gen = act_space, generator
+
+    def init_policy(self, batch_size: int) -> None:
+        return None
+
+    def policy(self, carry: Any, obs: dict[str, Any], mode: str) -> tuple[Any, np.ndarray]:
+        n = len(obs["is_first"])
+        where = self.gen.device
+        if isinstance(self.space, gym.spaces.Discrete):
+            drawn = torch.randint(int(self.space.n), (n,), generator=self.gen, device=where)
+            return carry, drawn.cpu().numpy().astype(np.int64) + int(self.space.start)
+        shape = (n, *self.space.shape)
+        unit = torch.rand(shape, generator=self.gen, device=where).cpu().numpy()
+        low, high = self.space.low, self.space.high
+        return carry, (low + unit * (high - low)).astype(np.float32)
+
+    def random_state(self) -> Any:
+        return None
+
+    def set_random_state(self, state: Any) -> None:
+        return None
+
+
+class CheckpointBehaviour:
+    """The acting policy of the run in ``run_dir`` (its latest checkpoint)."""
+
+    def __init__(self, run_dir: str, obs_space: Any, act_space: Any) -> None:
+        from wm_ray.factory import create_model
+        from wm_ray.rundir.open import open_checkpoint
+
+        try:
+            _, config, path = open_checkpoint(run_dir, "latest", "act with")
+        except Exception as err:
+            raise ValueError(
+                f"genie.behaviour={run_dir!r} must be 'random' or a run directory with a "
+                f"checkpoint: {err}"
+            ) from None
+        if config.run.model == "genie":
+            raise ValueError(
+                f"genie.behaviour={run_dir!r} is a Genie run: Genie does not act, so its "
+                "behaviour must be 'random' or a run of a family that acts"
+            )
+        self.agent = create_model(config.run.model, obs_space, act_space, config, acting=True)
+        self.agent.load(path / "agent")
+        self.source = f"{config.run.model} from {path}"
+
+    def init_policy(self, batch_size: int) -> Any:
+        return self.agent.init_policy(batch_size)
+
+    def policy(self, carry: Any, obs: dict[str, Any], mode: str) -> tuple[Any, np.ndarray]:
+        carry, action, _ = self.agent.policy(carry, obs, mode)
+        return carry, action
+
+    def random_state(self) -> Any:
+        return self.agent.random_state()
+
+    def set_random_state(self, state: Any) -> None:
+        self.agent.set_random_state(state)
+
+
+def make_behaviour(
+    behaviour: str, obs_space: Any, act_space: Any, generator: torch.Generator
+) -> RandomBehaviour | CheckpointBehaviour:
+    """The behaviour policy ``genie.behaviour`` names."""
+    if behaviour.strip().lower() == "random":
+        return RandomBehaviour(act_space, generator)
+    return CheckpointBehaviour(behaviour, obs_space, act_space)
