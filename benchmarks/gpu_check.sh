@@ -8,7 +8,8 @@
 #   3. IRIS at its paper preset (B64 x T20): the update with eager and captured imagination,
 #      and the imagination alone (tokens/s of each mode vs full recomputation); DIAMOND at its
 #      paper preset: imagination frames/s (B32 x 15 steps x 3 denoiser calls, eager vs
-#      compiled) and the update (B32 x T19)
+#      compiled) and the update (B32 x T19); Genie's MaskGIT generation tokens/s (small and
+#      the ~115M `genie` preset) against its model-call floor, and the update
 #   4. the 12M size in fp32 and bf16 with the compiled (not captured) update, for the table
 #   5. the update profile at the 12M JAX-matched size
 # Every step writes its results before the next starts (the learner bench merges its rows), so
@@ -33,6 +34,7 @@ STEPS=(
   "benchmarks/learner_bench.py --families iris --iris-sizes paper --modes eager captured --repeats 3 --merge"
   "benchmarks/iris_bench.py --sizes paper --batch 64 --horizon 20 --modes eager captured --repeats 3"
   "benchmarks/diamond_bench.py --sizes paper --batch 32 --horizon 15 --modes eager compiled --repeats 3"
+  "benchmarks/genie_bench.py --sizes small paper --batch 8 --frames 4 --repeats 3"
   "benchmarks/learner_bench.py --families dreamer --sizes jax12m --obs image --modes compiled captured --precision fp32 bf16 --repeats 5 --merge"
   "benchmarks/profile_update.py --sizes jax12m --obs image --repeats 3"
 )
@@ -44,7 +46,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
 import shlex, sys
 sys.path.insert(0, ".")
 from pathlib import Path
-from benchmarks import diamond_bench, iris_bench, learner_bench, profile_update
+from benchmarks import diamond_bench, genie_bench, iris_bench, learner_bench, profile_update
 for step in sys.argv[1:]:
     argv = shlex.split(step)
     if argv[0] == "-m":
@@ -53,6 +55,7 @@ for step in sys.argv[1:]:
         files, parse = [argv[0]], {"benchmarks/learner_bench.py": learner_bench.parser,
                                    "benchmarks/iris_bench.py": iris_bench.parser,
                                    "benchmarks/diamond_bench.py": diamond_bench.parser,
+                                   "benchmarks/genie_bench.py": genie_bench.parser,
                                    "benchmarks/profile_update.py": profile_update.parser}[argv[0]]
         parse().parse_args(argv[1:])
     missing = [f for f in files if not Path(f).is_file()]

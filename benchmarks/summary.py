@@ -231,6 +231,22 @@ def diamond_rows(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def genie_rows(data: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in data["results"]:
+        params, g, u = r["params"]["total"] / 1e6, r["generation"], r["update"]
+        size = f"`{' '.join(r['presets'])}` ({params:.2f}M)"
+        what = (
+            f"Genie MaskGIT generation, {size}, B{g['batch']} x {g['frames']} frames x "
+            f"{r['tokens_per_frame']} tokens, {r['steps']} steps"
+        )
+        floor = f"the same forward passes, no sampling: {_ms(g['floor_s'])}"
+        rows.append((what, f"{_n(g['tokens_per_s'], 0)} tokens/s", floor, f"{g['overhead']:.2f}x"))
+        label = f"Genie update (all three parts), {size}, B{u['batch'][0]} x T{u['batch'][1]}"
+        rows.append((f"{label}, image 64x64", _ms(u["seconds"]), "", ""))
+    return rows
+
+
 def tokenizer_rows(data: dict[str, Any]) -> list[Row]:
     setup = data["setup"]
     return [
@@ -357,6 +373,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("iris_imagination.json", "IRIS", iris_rows),
     ("iris_tokenizer.json", "IRIS", tokenizer_rows),
     ("diamond.json", "DIAMOND", diamond_rows),
+    ("genie.json", "Genie", genie_rows),
     ("replay.json", "Replay", replay_rows),
     ("runtime.json", "Runtime", lambda d: runtime_rows(d, "CartPole-v1")),
     ("runtime_pong_random.json", "Runtime", lambda d: runtime_rows(d, "ALE Pong")),
