@@ -1,4 +1,4 @@
-"""The ``wm-ray`` command line: train, eval, play, collect, submit, bench, list, show-config."""
+"""The ``wm-ray`` CLI: train, eval, play, collect, ingest, submit, bench, list, show-config."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wm_ray.bench import add_bench_parser
 from wm_ray.config import Config
+from wm_ray.ingest.command import add_ingest_parser
 from wm_ray.jobs import add_submit_parser
 
 
@@ -345,9 +346,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=cmd_collect)
 
-    p = add_submit_parser(sub)
-    p.set_defaults(func=cmd_submit)
-
+    add_submit_parser(sub).set_defaults(func=cmd_submit)
+    add_ingest_parser(sub)
     add_bench_parser(sub)
     return parser
 

@@ -145,6 +145,10 @@ class ReplayConfig:
     """Stored steps before sampling may start."""
     persist: bool = True
     """Write chunks to ``<run_dir>/replay`` (atomic files, reloaded on resume)."""
+    preload: str | tuple[str, ...] = ()
+    """Data set directories (``wm-ray ingest`` output, or run directories) whose chunks are
+    stored in replay before training starts, at every start: in memory only, counted as
+    ``replay/preloaded_steps``, not as env steps. Their steps must fit the env's."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@
 - the family's own rules (its registry line's ``validator``);
 - the env: its id resolves to an installed backend and one env can be made with these
   options (its spaces are returned);
-- the family's capabilities against those spaces (:func:`wm_ray.registry.check_supported`).
+- the family's capabilities against those spaces (:func:`wm_ray.registry.check_supported`);
+- ``replay.preload``'s data sets against those spaces (:func:`check_preload`).
 
 Every failure is a :class:`~wm_ray.config_io.ConfigError` (or the registry's
 ``UnknownNameError`` / ``UnsupportedError``): a one-line message naming the value and what is
@@ -85,7 +86,20 @@ def validate_run(config: Config) -> tuple[Any, Any]:
         import_object(spec.validator)(config)
     spaces = env_spaces_checked(config)
     check_supported(spec, config, *spaces)
+    check_preload(config, *spaces)
     return spaces
 
 
-__all__ = ["check_runtime", "env_spaces_checked", "validate_run"]
+def check_preload(config: Config, obs_space: Any, act_space: Any) -> None:
+    """``replay.preload``'s data sets exist and their steps fit the env's (image shape,
+    observation keys, action form unless the data set has no action labels)."""
+    from wm_ray.replay import dataset
+
+    roots = dataset.preload_paths(config.replay.preload)
+    if roots:
+        problem = dataset.check_preload(roots, dataset.env_spec(obs_space, act_space))
+        if problem:
+            raise ConfigError(problem)
+
+
+__all__ = ["check_preload", "check_runtime", "env_spaces_checked", "validate_run"]

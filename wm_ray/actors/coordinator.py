@@ -25,11 +25,10 @@ The coordinator lives in the driver process (``wm-ray train``, or the entrypoint
 - **Storage.** A run directory given as a filesystem URI (:mod:`wm_ray.rundir.sync`) is
   worked on in the coordinator's local staging directory and synced at the start, at every
   checkpoint and at the end; with ``replay.persist`` every shard keeps its chunk files in its
-  own node's staging directory and uploads them when asked
-  (:meth:`~wm_ray.actors.replay_shard.ReplayShard.sync_storage`), before each checkpoint records
-  the shards' states. No filesystem needs to be shared between nodes then.
+  own node's staging directory and uploads them when asked (``ReplayShard.sync_storage``),
+  before each checkpoint records the shards' states. No filesystem needs to be shared then.
 - **Metrics.** The run schedule's lines plus ``counters/env_steps``, ``counters/acked_steps``,
-  ``counters/restarts/<kind>``, ``weights/version`` and ``weights/lag``.
+  ``counters/restarts/<kind>``, ``weights/version``, ``weights/lag``, ``replay/preloaded_steps``.
 
 Ctrl-C or SIGTERM (raised as ``KeyboardInterrupt`` by the CLI) lets the rounds in flight finish,
 writes a final checkpoint and shuts the actors down.
@@ -364,6 +363,7 @@ class Coordinator:
             M.ACKED_STEPS: inserted,
             **{M.restarts(kind): n for kind, n in c.restarts.items()},
             M.WEIGHTS_VERSION: c.weights_version,
+            M.REPLAY_PRELOADED: sum(s.get("preloaded_steps", 0.0) for s in self.stats),
             **extra,
         }
         stored = sum(s.get("steps", 0.0) for s in self.stats)

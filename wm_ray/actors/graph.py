@@ -37,6 +37,7 @@ from wm_ray.actors.replay_shard import remote_replay_shard
 from wm_ray.actors.weights import remote_weight_store
 from wm_ray.config import Config
 from wm_ray.loops.schedule import RunCounters
+from wm_ray.replay.dataset import env_spec
 from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.paths import STAGING_ENV, shard_directory
 from wm_ray.rundir.sync import RunStorage
@@ -114,7 +115,7 @@ class ActorGraph:
         opts = self.placement.options("replay-shard", i)
         shard = self._create(
             lambda: remote_replay_shard(self.config, i, self.prefix, **opts).remote(
-                self.config, i, *args
+                self.config, i, *args, preload_spec=env_spec(*self.spaces)
             )
         )
         if self.state is not None:

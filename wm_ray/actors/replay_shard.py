@@ -26,6 +26,8 @@ import ray
 from wm_ray.actors.naming import actor_options
 from wm_ray.config import Config
 from wm_ray.replay import Replay
+from wm_ray.replay.dataset import preload, preload_paths
+from wm_ray.replay.storage import Spec
 from wm_ray.rundir.paths import shard_directory, shard_relpath, staging_dir
 from wm_ray.rundir.sync import RunStorage
 
@@ -48,6 +50,9 @@ class ReplayShard:
             node's staging directory and are synced to ``<storage>/replay/shard-<index>``.
         staging: the staging root for ``storage`` (default: ``$WM_RAY_STAGING`` on this node,
             else ``~/.cache/wm_ray/staging``).
+        preload_spec: the run's step spec (:func:`wm_ray.replay.dataset.env_spec`) for
+            ``replay.preload``: the shard stores its share of the data sets' chunks (their
+            directories must be readable on its node).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class ReplayShard:
         directory: str | Path | None = None,
         storage: str | None = None,
         staging: str | None = None,
+        preload_spec: Spec | None = None,
     ) -> None:
         self.index = int(index)
         self.storage: RunStorage | None = None
@@ -71,6 +77,10 @@ class ReplayShard:
         for stored in self.replay.store.oldest_first():  # reloaded chunks (evicted ones are gone)
             owner = _worker_of(stored.stream)
             self.by_worker[owner] = self.by_worker.get(owner, 0) + stored.length
+        roots = preload_paths(config.replay.preload)
+        if roots:  # this shard's share of the data sets, at every (re)start: memory only
+            shards = config.resources.replay_shards
+            preload([self.replay], roots, preload_spec, only=self.index, num_shards=shards)
 
     def add_chunk(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> int:
         """Store chunk ``index`` of ``stream`` (idempotent); returns the steps acknowledged.

@@ -38,6 +38,7 @@ from wm_ray.loops.setup import make_vector_env
 from wm_ray.media import plot_curve, write_video
 from wm_ray.metrics import MetricsLogger, read_jsonl
 from wm_ray.replay import StreamWriter
+from wm_ray.replay.dataset import env_spec, preload, preload_paths
 from wm_ray.replay.sharding import SPLIT_SEED_OFFSET, ShardedReplay
 from wm_ray.rundir import checkpoint as ckpt
 from wm_ray.rundir.open import resolve_resume, resolve_run_dir, resume_checkpoint, starting_run
@@ -89,6 +90,10 @@ class Trainer:
         shards = config.resources.replay_shards
         dirs = [shard_directory(run_dir, i) if replay.persist else None for i in range(shards)]
         self.replay = ShardedReplay(replay, dirs, seed, self.pacer.tolerance, SPLIT_SEED_OFFSET)
+        self.preload = preload_paths(replay.preload)
+        if self.preload:  # every start: the data sets' chunks are kept in memory only
+            spec = env_spec(self.venv.obs_space, self.venv.act_space)
+            preload(self.replay.shards, self.preload, spec)
         self.writer = StreamWriter(
             self.replay.add_chunk,
             self.venv.num_envs,
@@ -169,6 +174,7 @@ class Trainer:
     def _line(self, extra: dict[str, Any]) -> dict[str, Any]:
         self.counters.env_restarts = self.venv.restarts
         replay = self.replay
+        extra = {M.REPLAY_PRELOADED: sum(s.preloaded_steps for s in replay.shards), **extra}
         return self.schedule.line(replay.inserted, replay.sampled, len(replay), extra)
 
     def run(self) -> dict[str, Any]:

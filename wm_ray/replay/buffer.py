@@ -83,6 +83,7 @@ class Replay:
         self._next_seq = 0
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._evicted_upto: dict[str, int] = {}
+        self.preloaded_steps = 0
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._reload()
@@ -131,6 +132,23 @@ class Replay:
         while self.store.over_limits():
             self._evict_oldest()
         return length
+
+    def preload_chunk(self, stream: str, index: int, chunk: dict[str, np.ndarray]) -> int:
+        """Store a chunk of a data set (``replay.preload``, :mod:`wm_ray.replay.dataset`).
+
+        Kept in memory only (the data set is its own copy on disk) and counted as
+        ``preloaded_steps``, not as inserted steps, so the limiter's ratio stays one to env
+        steps. A chunk already stored is skipped. Returns the steps stored.
+        """
+        data = self._validate(stream, index, chunk)
+        if self.store.get(stream, index) is not None:
+            return 0
+        new = Chunk(stream, int(index), -1, self._counts["inserted_steps"], data)
+        self._insert(new)
+        self.preloaded_steps += new.length
+        while self.store.over_limits():
+            self._evict_oldest()
+        return new.length
 
     def can_sample(self, seq_len: int | None = None) -> bool:
         """Whether at least one valid sequence of ``seq_len`` steps (default config) is stored."""
@@ -187,6 +205,7 @@ class Replay:
         }
         out.update({key: float(value) for key, value in self._counts.items()})
         out["inserted_total"] = out["inserted_steps"]
+        out["preloaded_steps"] = float(self.preloaded_steps)
         out.update(self.limiter.stats())
         return out
 
