@@ -78,7 +78,7 @@ def test_action_labels_name_each_latent_action_by_its_most_frequent_env_action()
 
 
 def test_training_counts_latent_actions_against_the_replayed_env_actions() -> None:
-    agent = _agent("genie.start.dynamics=0")
+    agent = _agent("genie.start.dynamics=0", "genie.start.freeze_tokenizer=false")
     batch = _batch()
     agent.train(batch, None)  # type: ignore[attr-defined]
     counts = agent.labels.counts  # type: ignore[attr-defined]
@@ -91,7 +91,7 @@ def test_training_counts_latent_actions_against_the_replayed_env_actions() -> No
 
 
 def test_a_dream_steps_with_latent_actions_and_refuses_others() -> None:
-    agent = _agent("genie.start.dynamics=0")
+    agent = _agent("genie.start.dynamics=0", "genie.start.freeze_tokenizer=false")
     frames = _batch()["image"][:2, 0]
     dream, start = agent.dream_reset(frames)  # type: ignore[attr-defined]
     assert start.shape == (2, 16, 16, 3) and start.dtype == np.uint8

@@ -1,7 +1,7 @@
 """The Genie agent (Bruce et al. 2024) behind the carry-passing protocol of ``wm_ray.core``.
 
 Genie learns a playable world from video and never acts on it: ``policy`` is the behaviour
-policy of ``genie.behaviour`` (:mod:`~wm_ray.models.genie.behaviour`), which is all that env
+policy of ``genie.behaviour`` (:mod:`~wm_ray.models.common.behaviour`), which is all that env
 workers build. ``train`` takes the last ``genie.frames`` steps of each replayed sequence as a
 clip and runs the staged schedule of ``genie.start``: the tokenizer from ``start.tokenizer``
 (until ``start.dynamics`` when ``freeze_tokenizer``), then the latent action model and the
@@ -25,9 +25,9 @@ from torch import Tensor
 from wm_ray import metrics as M
 from wm_ray.models.common import Optimizer
 from wm_ray.models.common.agent import AgentBase
+from wm_ray.models.common.behaviour import make_behaviour
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
-from wm_ray.models.genie.behaviour import make_behaviour
 from wm_ray.models.genie.config import RootConfig, check_config, check_root
 from wm_ray.models.genie.dynamics import DYNAMICS, generate
 from wm_ray.models.genie.losses import lam_dynamics_step, tokenizer_step
@@ -78,7 +78,7 @@ class GenieAgent(AgentBase):
         bad = check_config(cfg, self.image_shape[0]) + check_root(config)
         if bad:
             raise ValueError("invalid genie config: " + "; ".join(dict.fromkeys(bad)))
-        self.behaviour = make_behaviour(cfg.behaviour, obs_space, act_space, self.gen)
+        self.behaviour = make_behaviour(cfg.behaviour, obs_space, act_space, self.gen, self.family)
         if acting:
             self._set_networks({})
             return

@@ -1,10 +1,11 @@
-"""How a Genie run acts in env workers: a behaviour policy, never the world model.
+"""Behaviour policies: how a family that learns from video and never acts on what it learned
+(Genie, JEPA) fills replay through env workers.
 
-``genie.behaviour: random`` draws uniform actions from the agent's generator (so they are
+``<family>.behaviour: random`` draws uniform actions from the agent's generator (so they are
 reproducible and saved with checkpoints); a run directory instead loads the acting-only agent
-of that run's family from its latest checkpoint (e.g. a DIAMOND or Dreamer policy), so Genie
-learns from the video a competent player makes. The other run must have been trained on the
-same observation and action spaces.
+of that run's family from its latest checkpoint (e.g. a DIAMOND or Dreamer policy), so the
+family learns from the video a competent player makes. The other run must have been trained on
+the same observation and action spaces.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import torch
 
 
 class RandomBehaviour:
-    """Uniform actions over ``act_space`` drawn from ``generator``."""
+    """Uniform actions over ``act_space`` drawn from ``generator`` (``key`` names the setting in
+    errors)."""
 
-    def __init__(self, act_space: gym.Space, generator: torch.Generator) -> None:
+    def __init__(
+        self, act_space: gym.Space, generator: torch.Generator, key: str = "behaviour"
+    ) -> None:
         if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise ValueError(f"genie.behaviour=random needs a Discrete or Box space: {act_space}")
+            raise ValueError(f"{key}=random needs a Discrete or Box space: {act_space}")
         if isinstance(act_space, gym.spaces.Box) and not (
             np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))
         ):
-            raise ValueError(f"genie.behaviour=random cannot sample an unbounded {act_space}")
+            raise ValueError(f"{key}=random cannot sample an unbounded {act_space}")
         self.space, self.gen = act_space, generator
 
     def init_policy(self, batch_size: int) -> None:
@@ -50,9 +54,10 @@ class RandomBehaviour:
 
 
 class CheckpointBehaviour:
-    """The acting policy of the run in ``run_dir`` (its latest checkpoint)."""
+    """The acting policy of the run in ``run_dir`` (its latest checkpoint); ``key`` names the
+    setting in errors and ``family`` the caller, whose own runs are refused (they do not act)."""
 
-    def __init__(self, run_dir: str, obs_space: Any, act_space: Any) -> None:
+    def __init__(self, run_dir: str, obs_space: Any, act_space: Any, key: str, family: str) -> None:
         from wm_ray.factory import create_model
         from wm_ray.rundir.open import open_checkpoint
 
@@ -60,12 +65,11 @@ class CheckpointBehaviour:
             _, config, path = open_checkpoint(run_dir, "latest", "act with")
         except Exception as err:
             raise ValueError(
-                f"genie.behaviour={run_dir!r} must be 'random' or a run directory with a "
-                f"checkpoint: {err}"
+                f"{key}={run_dir!r} must be 'random' or a run directory with a checkpoint: {err}"
             ) from None
-        if config.run.model == "genie":
+        if config.run.model == family:
             raise ValueError(
-                f"genie.behaviour={run_dir!r} is a Genie run: Genie does not act, so its "
+                f"{key}={run_dir!r} is a {family} run: {family} does not act, so its "
                 "behaviour must be 'random' or a run of a family that acts"
             )
         self.agent = create_model(config.run.model, obs_space, act_space, config, acting=True)
@@ -87,9 +91,10 @@ class CheckpointBehaviour:
 
 
 def make_behaviour(
-    behaviour: str, obs_space: Any, act_space: Any, generator: torch.Generator
+    behaviour: str, obs_space: Any, act_space: Any, generator: torch.Generator, family: str
 ) -> RandomBehaviour | CheckpointBehaviour:
-    """The behaviour policy ``genie.behaviour`` names."""
+    """The behaviour policy ``<family>.behaviour`` names: ``random`` or a run directory."""
+    key = f"{family}.behaviour"
     if behaviour.strip().lower() == "random":
-        return RandomBehaviour(act_space, generator)
-    return CheckpointBehaviour(behaviour, obs_space, act_space)
+        return RandomBehaviour(act_space, generator, key)
+    return CheckpointBehaviour(behaviour, obs_space, act_space, key, family)
