@@ -89,20 +89,3 @@ def test_train_then_eval_from_the_checkpoint(tmp_path: Path) -> None:
     assert "over 3 episodes" in result.stdout
     result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--set", "env.num_envs=2")
     assert result.returncode == 2 and "allow-config-change" in result.stderr
-
-
-def test_a_single_process_run_resumes_on_the_ray_runtime_and_back(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    args = ["--configs", "debug", "--env", "fake:vector-discrete", "--set", "eval.episodes=1"]
-    result = wm_ray(
-        "train", *args, "--steps", "200", "--run-dir", str(run_dir), "--quiet", "--single-process"
-    )
-    assert result.returncode == 0, result.stderr
-    result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--steps", "300", "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "done: 300 env steps" in result.stdout
-    result = wm_ray(
-        "train", "--run-dir", str(run_dir), "--resume", "--steps", "400", "--single-process"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "done: 400 env steps" in result.stdout
