@@ -52,6 +52,13 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
             ("gymnasium_mujoco",),
         ),
         EnvBackendSpec(
+            "dataset",
+            "wm_ray.envs.dataset:make",
+            "Offline data as an env: dataset:<dir of wm-ray ingest> plays its episodes (no "
+            "actions), so video-only families train on a data set alone.",
+            ("offline",),
+        ),
+        EnvBackendSpec(
             "fake",
             "wm_ray.envs.fake:make",
             "Deterministic fake envs for tests and debugging (no dependencies).",
