@@ -195,6 +195,8 @@ def check_config(cfg: JEPAConfig, image_size: int | None = None) -> list[str]:
         bad.append(f"jepa.ema_start={cfg.ema_start} (must be <= jepa.ema_end={cfg.ema_end})")
     if optim.lr <= 0:
         bad.append(f"jepa.optim.lr={optim.lr} (must be > 0)")
+    if optim.lr_end_scale <= 0:
+        bad.append(f"jepa.optim.lr_end_scale={optim.lr_end_scale} (must be in (0, 1])")
     if not cfg.behaviour.strip():
         bad.append("jepa.behaviour='' (must be 'random' or a run directory)")
     if image_size is not None:
