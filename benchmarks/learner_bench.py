@@ -382,6 +382,9 @@ PRESET_ROWS: dict[str, tuple[list[str], list[str]]] = {
     "diamond-debug": (["diamond", "diamond_debug"], []),
     "genie-debug": (["genie", "genie_debug"], GENIE_ALL),
     "genie-small": (["genie", "genie_small"], GENIE_ALL),
+    "jepa-debug": (["jepa", "jepa_debug"], []),
+    "jepa-small": (["jepa", "jepa_small"], []),
+    "jepa": (["jepa"], []),
 }
 """``--families presets``: label -> (presets, overrides) of the configurations timed, each the
 one a learning run of the README uses (family from its ``run.model``), at its own batch, on

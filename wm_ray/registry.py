@@ -145,6 +145,18 @@ MODELS: dict[str, ModelSpec] = {
             validator="wm_ray.models.iris.config:validate",
         ),
         ModelSpec(
+            "jepa",
+            "wm_ray.models.jepa.agent:JEPAAgent",
+            "wm_ray.models.jepa.config:JEPAConfig",
+            "I-JEPA: ViT context encoder, narrower ViT predictor with mask tokens, EMA target "
+            "encoder, multiblock masking, loss in representation space; learns image features "
+            "from replayed frames and acts only through its behaviour policy.",
+            Capabilities(observations=("image",)),
+            aliases=("ijepa", "i-jepa"),
+            test_config=("jepa_debug",),
+            validator="wm_ray.models.jepa.config:validate_root",
+        ),
+        ModelSpec(
             "modular",
             "wm_ray.models.modular.agent:ModularAgent",
             "wm_ray.models.modular.config:ModularConfig",

@@ -1,0 +1,207 @@
+"""The I-JEPA agent (Assran et al. 2023) behind the carry-passing protocol of ``wm_ray.core``.
+
+JEPA learns representations of frames and never acts on them: ``policy`` is the behaviour
+policy of ``jepa.behaviour`` (:mod:`~wm_ray.models.common.behaviour`), which is all that env
+workers build. ``train`` treats the replayed ``(B, T)`` frames as a bag of images: all of them,
+or ``jepa.frames`` drawn without replacement (consecutive frames of a sequence are near
+duplicates, so a sample spends less compute on the same information); it draws one mask batch,
+takes one I-JEPA step and moves the target encoder by the EMA
+(:mod:`~wm_ray.models.jepa.losses`). The schedules (learning rate, weight decay, EMA momentum)
+follow the update counter, which is saved with checkpoints. :meth:`features` gives the target
+encoder's features of frames (what a probe or a downstream model reads).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from wm_ray import metrics as M
+from wm_ray.models.common import Optimizer
+from wm_ray.models.common.agent import AgentBase
+from wm_ray.models.common.behaviour import make_behaviour
+from wm_ray.models.common.data import device_tensor
+from wm_ray.models.common.device import synchronize
+from wm_ray.models.jepa.config import RootConfig, check_config, check_root
+from wm_ray.models.jepa.losses import JEPA, cosine, jepa_step, momentum, split_decay
+from wm_ray.models.jepa.masks import Masks, make_collator
+from wm_ray.models.jepa.networks import build_networks
+
+
+class JEPAAgent(AgentBase):
+    """I-JEPA: a ViT context encoder, a ViT predictor, an EMA target encoder; a behaviour
+    policy acts.
+
+    Args:
+        obs_space: single-env Dict space with a square ``image`` (H, W, C) uint8 entry.
+        act_space: any space the behaviour policy acts in (Discrete or bounded Box for
+            ``random``).
+        config: the root config (reads ``jepa``, ``run.seed``, ``run.device``, ``replay``).
+        acting: only the behaviour policy (env and eval workers).
+    """
+
+    family = "jepa"
+
+    def __init__(
+        self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig,
+        acting: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(obs_space, act_space, config, acting)
+        self.cfg = cfg = config.jepa
+        image = obs_space.spaces.get("image") if isinstance(obs_space, gym.spaces.Dict) else None
+        shape = tuple(image.shape or ()) if image is not None else ()
+        if len(shape) != 3 or shape[0] != shape[1]:
+            raise ValueError(
+                f"JEPA needs square image observations (H, W, C); got {obs_space} "
+                "(set env.pixels=true for vector tasks)"
+            )
+        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        bad = check_config(cfg, self.image_shape[0]) + check_root(config)
+        if bad:
+            raise ValueError("invalid jepa config: " + "; ".join(dict.fromkeys(bad)))
+        self.behaviour = make_behaviour(cfg.behaviour, obs_space, act_space, self.gen, self.family)
+        if acting:
+            self._set_networks({})
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.run.seed)
+            self.encoder, self.predictor, self.target = build_networks(cfg, self.image_shape)
+        self._set_networks(
+            {"encoder": self.encoder, "predictor": self.predictor, "target": self.target}
+        )
+        side = self.encoder.side
+        self.collator = make_collator(cfg.mask, (side, side))
+        params, exempt = split_decay([self.encoder, self.predictor])
+        opt = cfg.optim
+        self.opt = Optimizer(
+            params,
+            opt.lr,
+            clip=opt.clip,
+            weight_decay=opt.weight_decay,
+            no_decay=exempt,
+            warmup=opt.warmup,
+            anneal=max(cfg.steps - opt.warmup, 0),
+            anneal_to=opt.lr_end_scale,
+        )
+
+    # ----------------------------------------------------------------------------- inputs
+
+    def _images(self, image: Any) -> Tensor:
+        """uint8 ``(..., H, W, C)`` -> ``(N, H, W, C)`` uint8 on the device, checked."""
+        tensor = device_tensor(np.asarray(image, np.uint8), self.device)
+        if tensor.ndim < 3 or tuple(tensor.shape[-3:]) != self.image_shape:
+            raise ValueError(
+                f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
+            )
+        return tensor.reshape(-1, *self.image_shape)
+
+    @staticmethod
+    def _scale(frames: Tensor) -> Tensor:
+        """uint8 -> float in [-1, 1]."""
+        return frames.float() / 127.5 - 1.0
+
+    def _draw(self, count: int) -> tuple[torch.Generator, Tensor]:
+        """A CPU generator for this update, seeded from the agent's generator (so masks and
+        frame samples follow ``run.seed`` and checkpoints on any device), and which ``count``
+        frames of the batch to use."""
+        seed = int(torch.randint(2**62, (1,), generator=self.gen, device=self.gen.device))
+        cpu = torch.Generator().manual_seed(seed)
+        n = self.cfg.frames or count
+        return cpu, torch.randperm(count, generator=cpu)[:n].sort().values
+
+    # ----------------------------------------------------------------------------- acting
+
+    def init_policy(self, batch_size: int) -> Any:
+        return self.behaviour.init_policy(batch_size)
+
+    @torch.no_grad()
+    def policy(
+        self, carry: Any, obs: dict[str, np.ndarray], mode: Literal["explore", "eval"] = "explore"
+    ) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
+        """The behaviour policy's actions (JEPA itself never acts)."""
+        n = len(np.asarray(obs.get("is_first", ())))
+        self.check_policy_inputs(obs, n, mode, ("image",))
+        carry, action = self.behaviour.policy(carry, obs, mode)
+        return carry, action, {}
+
+    def random_state(self) -> Any:
+        return (self.gen.get_state(), self.behaviour.random_state())
+
+    def set_random_state(self, state: Any) -> None:
+        self.gen.set_state(state[0])
+        self.behaviour.set_random_state(state[1])
+
+    # ----------------------------------------------------------------------------- learning
+
+    def init_train(self, batch_size: int) -> None:
+        """No training carry: every frame is an independent image."""
+        return None
+
+    def schedules(self) -> tuple[float, float]:
+        """``(EMA momentum, weight decay)`` of the next update."""
+        cfg, u = self.cfg, self.updates
+        tau = momentum(u, cfg.steps, cfg.ema_start, cfg.ema_end)
+        return tau, cosine(u, cfg.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end)
+
+    def train(self, batch: dict[str, np.ndarray], state: Any) -> tuple[Any, dict[str, float]]:
+        """One I-JEPA update on the replayed frames (see the module docstring)."""
+        self.require_learner()
+        images = self._images(batch["image"])
+        tick = time.perf_counter()
+        cpu, pick = self._draw(images.shape[0])
+        frames = self._scale(images[pick.to(self.device)])
+        drawn = self.collator(frames.shape[0], cpu)
+        masks = Masks(drawn.context.to(self.device), drawn.targets.to(self.device))
+        tau, decay = self.schedules()
+        tensors = jepa_step(
+            self.encoder, self.predictor, self.target, self.opt, frames, masks, tau, decay,
+            self.cfg.loss,
+        )  # fmt: skip
+        synchronize(self.device)
+        tensors[M.diagnostic(JEPA, "context_patches")] = torch.tensor(masks.context.shape[1])
+        tensors[M.diagnostic(JEPA, "target_patches")] = torch.tensor(masks.targets[0].shape[1])
+        self.updates += 1
+        return state, self.to_floats(tensors, {M.timing(JEPA): time.perf_counter() - tick})
+
+    @torch.no_grad()
+    def features(self, image: Any, pooled: bool = True) -> Tensor:
+        """The target encoder's features of uint8 frames ``(..., H, W, C)``: ``(N, D)`` averaged
+        over patches, or ``(N, patches, D)`` with ``pooled=False``."""
+        self.require_learner()
+        self.target.eval()
+        out = self.target(self._scale(self._images(image)))
+        return out.mean(1) if pooled else out
+
+    # ----------------------------------------------------------------------------- reports
+
+    @torch.no_grad()
+    def report(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``masks``: ``(1, H, 3W, C)`` [frame | its context | its targets] of the batch's first
+        frame, the hidden patches dimmed; a mask drawn from a generator seeded from
+        ``run.seed`` (training's is left alone)."""
+        self.require_learner()
+        frame = self._images(np.asarray(batch["image"]).reshape(-1, *self.image_shape)[:1])[0]
+        masks = self.collator(1, torch.Generator().manual_seed(self.config.run.seed))
+        side, patch = self.encoder.side, self.cfg.patch
+        strips = [frame]
+        for index in (masks.context[0], masks.targets[:, 0].reshape(-1)):
+            shown = torch.zeros(side * side, dtype=torch.bool)
+            shown[index] = True
+            pixels = shown.reshape(side, side).repeat_interleave(patch, 0)
+            pixels = pixels.repeat_interleave(patch, 1).to(self.device)[..., None]
+            strips.append(torch.where(pixels, frame, frame // 4))
+        return {"masks": torch.cat(strips, 1)[None].cpu().numpy()}
+
+    # ----------------------------------------------------------------------------- weights
+
+    def acting_modules(self) -> dict[str, torch.nn.Module]:
+        """None: env workers act with the behaviour policy, which no update changes."""
+        return {}
+
+    def optimizers(self) -> dict[str, Optimizer]:
+        return {} if self.acting else {"jepa": self.opt}
