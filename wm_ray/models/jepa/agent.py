@@ -8,7 +8,10 @@ duplicates, so a sample spends less compute on the same information); it draws o
 takes one I-JEPA step and moves the target encoder by the EMA
 (:mod:`~wm_ray.models.jepa.losses`). The schedules (learning rate, weight decay, EMA momentum)
 follow the update counter, which is saved with checkpoints. :meth:`features` gives the target
-encoder's features of frames (what a probe or a downstream model reads).
+encoder's features of frames (what a probe or a downstream model reads). With
+``jepa.world_model.enabled`` it also trains an action-conditioned predictor in that frozen
+embedding space on the replayed transitions, and :meth:`plan` picks actions toward a goal
+frame by CEM (:mod:`~wm_ray.models.jepa.world_model`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ from wm_ray.models.jepa.config import RootConfig, check_config, check_root
 from wm_ray.models.jepa.losses import JEPA, cosine, jepa_step, momentum, split_decay
 from wm_ray.models.jepa.masks import Masks, make_collator
 from wm_ray.models.jepa.networks import build_networks
+from wm_ray.models.jepa.world_model import (
+    WORLD_MODEL,
+    LatentDynamics,
+    action_inputs,
+    dynamics_step,
+    plan_to_goal,
+    transitions,
+)
 
 
 class JEPAAgent(AgentBase):
@@ -71,9 +82,21 @@ class JEPAAgent(AgentBase):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.run.seed)
             self.encoder, self.predictor, self.target = build_networks(cfg, self.image_shape)
-        self._set_networks(
-            {"encoder": self.encoder, "predictor": self.predictor, "target": self.target}
-        )
+        nets = {"encoder": self.encoder, "predictor": self.predictor, "target": self.target}
+        wm = cfg.world_model
+        self.discrete = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else 0
+        self.action_start = int(getattr(act_space, "start", 0)) if self.discrete else 0
+        if wm.enabled:
+            action_dim = self.discrete or int(np.prod(act_space.shape or (1,)))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.run.seed + 1)
+                patches = self.encoder.side**2 if wm.features == "patches" else 1
+                dim = patches * cfg.encoder.width
+                self.dynamics = LatentDynamics(dim, action_dim, wm.hidden, wm.layers)
+            nets["dynamics"] = self.dynamics
+        self._set_networks(nets)
+        if wm.enabled:
+            self.dyn_opt = Optimizer(self.dynamics.parameters(), wm.lr, clip=wm.clip)
         side = self.encoder.side
         self.collator = make_collator(cfg.mask, (side, side))
         params, exempt = split_decay([self.encoder, self.predictor])
@@ -163,10 +186,21 @@ class JEPAAgent(AgentBase):
             self.cfg.loss,
         )  # fmt: skip
         synchronize(self.device)
+        times = {M.timing(JEPA): time.perf_counter() - tick}
+        wm = self.cfg.world_model
+        if wm.enabled and self.updates >= wm.start:
+            tick = time.perf_counter()
+            z = self.embed(images).reshape(*np.shape(batch["is_first"]), -1)
+            acts = device_tensor(np.asarray(batch["action"]), self.device)
+            acts = action_inputs(acts - self.action_start, self.discrete)
+            first = device_tensor(np.asarray(batch["is_first"], bool), self.device)
+            tensors.update(dynamics_step(self.dynamics, self.dyn_opt, *transitions(z, acts, first)))
+            synchronize(self.device)
+            times[M.timing(WORLD_MODEL)] = time.perf_counter() - tick
         tensors[M.diagnostic(JEPA, "context_patches")] = torch.tensor(masks.context.shape[1])
         tensors[M.diagnostic(JEPA, "target_patches")] = torch.tensor(masks.targets[0].shape[1])
         self.updates += 1
-        return state, self.to_floats(tensors, {M.timing(JEPA): time.perf_counter() - tick})
+        return state, self.to_floats(tensors, times)
 
     @torch.no_grad()
     def features(self, image: Any, pooled: bool = True) -> Tensor:
@@ -176,6 +210,32 @@ class JEPAAgent(AgentBase):
         self.target.eval()
         out = self.target(self._scale(self._images(image)))
         return out.mean(1) if pooled else out
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """The world model's embeddings ``(N, D)`` of uint8 frames ``(N, H, W, C)`` on the
+        device: the frozen target encoder's features of the patches, concatenated (or their
+        mean: ``jepa.world_model.features``)."""
+        self.target.eval()
+        out = self.target(self._scale(images))
+        return out.mean(1) if self.cfg.world_model.features == "pooled" else out.flatten(1)
+
+    @torch.no_grad()
+    def plan(self, image: Any, goal: Any) -> np.ndarray:
+        """Env actions for ``N`` frames ``(N, H, W, C)`` toward ``N`` goal frames: the first
+        action of a CEM plan in the embedding space (``jepa.world_model.cem``)."""
+        self.require_learner()
+        if not self.cfg.world_model.enabled:
+            raise ValueError("plan() needs the JEPA world model: set jepa.world_model.enabled=true")
+        z, target = self.embed(self._images(image)), self.embed(self._images(goal))
+        if z.shape != target.shape:
+            raise ValueError(f"{z.shape[0]} frames but {target.shape[0]} goal frames")
+        action = plan_to_goal(
+            self.dynamics, z, target, self.cfg.world_model.cem, self.discrete, self.gen
+        )
+        if self.discrete:
+            return (action + self.action_start).cpu().numpy().astype(np.int64)
+        return action.cpu().numpy().astype(np.float32)
 
     # ----------------------------------------------------------------------------- reports
 
@@ -204,4 +264,7 @@ class JEPAAgent(AgentBase):
         return {}
 
     def optimizers(self) -> dict[str, Optimizer]:
-        return {} if self.acting else {"jepa": self.opt}
+        if self.acting:
+            return {}
+        extra = {"world_model": self.dyn_opt} if self.cfg.world_model.enabled else {}
+        return {"jepa": self.opt, **extra}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from wm_ray.config_checks import value_range
+from wm_ray.models.rssm.config import CEMConfig, check_cem
 from wm_ray.types import Ranges
 
 if TYPE_CHECKING:  # wm_ray.config imports this module to add the ``jepa`` section
@@ -99,6 +100,35 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class WorldModelConfig:
+    """The JEPA world model (beyond the seeds; in the spirit of DINO-WM): an action-conditioned
+    predictor ``z' = z + f([z, a])`` in the frozen embedding space (the target encoder's
+    features), trained on replayed transitions, and CEM planning toward a goal frame's
+    embedding (:meth:`JEPAAgent.plan`)."""
+
+    RANGES: ClassVar[Ranges] = {"start": (0, None), "clip": (0, None)}
+
+    enabled: bool = False
+    """Train the predictor (and allow planning)."""
+    features: Literal["patches", "pooled"] = "patches"
+    """The embedding: ``patches``, the target encoder's features of every patch, concatenated
+    (as DINO-WM; where things are stays in it), or ``pooled``, their mean (one vector of the
+    encoder's width; distances in it barely follow positions)."""
+    start: int = 0
+    """Update at which it starts training (e.g. once the encoder has learned something)."""
+    hidden: int = 256
+    layers: int = 2
+    """Hidden layers of the MLP ``f``."""
+    lr: float = 1e-3
+    clip: float = 100.0
+    cem: CEMConfig = field(
+        default_factory=lambda: CEMConfig(horizon=5, candidates=256, iterations=5, top_k=32)
+    )
+    """The planner: score of a candidate = minus the sum over its steps of the mean squared
+    distance of the imagined embedding to the goal's."""
+
+
+@dataclass(frozen=True)
 class JEPAConfig:
     """The ``jepa`` section."""
 
@@ -127,6 +157,7 @@ class JEPAConfig:
     behaviour: str = "random"
     """How env workers act: ``random`` (uniform over the action space), or the path of
     another run's directory (its family's acting policy from its latest checkpoint)."""
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
 
 
 class RootConfig(Protocol):
@@ -199,6 +230,12 @@ def check_config(cfg: JEPAConfig, image_size: int | None = None) -> list[str]:
         bad.append(f"jepa.optim.lr_end_scale={optim.lr_end_scale} (must be in (0, 1])")
     if not cfg.behaviour.strip():
         bad.append("jepa.behaviour='' (must be 'random' or a run directory)")
+    wm = cfg.world_model
+    bad += _ranges(wm, "jepa.world_model.") + check_cem(wm.cem, "jepa.world_model.cem")
+    if wm.lr <= 0:
+        bad.append(f"jepa.world_model.lr={wm.lr} (must be > 0)")
+    if wm.features not in ("patches", "pooled"):
+        bad.append(f"jepa.world_model.features={wm.features!r} (must be 'patches' or 'pooled')")
     if image_size is not None:
         bad += _check_grid(cfg, image_size)
     return bad
