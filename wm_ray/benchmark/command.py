@@ -163,10 +163,10 @@ def add_benchmark_parser(sub: Any) -> argparse.ArgumentParser:
         "benchmark",
         help="train a suite (atari100k, dmc_vision, dmc_proprio, a YAML task list) x seeds "
         "and aggregate the scores (IQM, bootstrap CIs, tables, profiles)",
-        description="One ordinary training run per (task, seed) under OUT/runs/<task>/seed-<s>, "
-        "with the suite's protocol applied over --configs / --set; finished runs are not "
-        "repeated, interrupted ones resume. Scores: each run's final evaluation return. "
-        "Aggregates, per-seed raw scores and the command land in OUT/results.",
+        description="One ordinary training run per (task, seed) under OUT/runs/<task>/seed-<s>,\n"
+        "with the suite's protocol applied over --configs / --set. Finished runs are not\n"
+        "repeated; interrupted ones resume. Score of a run: its final evaluation return.\n"
+        "Aggregates, per-seed raw scores and the exact commands land in OUT/results.",
         epilog="examples:\n"
         "  wm-ray benchmark --suite atari100k --seeds 5 --configs dreamer --out bench/a100k\n"
         "  wm-ray benchmark --suite my_tasks.yaml --seeds 3 --configs debug --out bench/mine\n"

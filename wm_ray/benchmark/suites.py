@@ -192,7 +192,7 @@ def protocol_overrides(suite: Suite) -> list[str]:
         _override(k, v)
         for name in suite.configs
         for k, v in _flat(load_preset(name))
-        if k.startswith(PROTOCOL_KEYS)
+        if k.startswith(PROTOCOL_KEYS) and k != "env.id"  # each task sets its own
     ]
     return [*values, *suite.overrides]
 
