@@ -232,3 +232,17 @@ def test_exports_parse_and_hold_the_published_rows(tmp_path: Path) -> None:
     assert "DreamerV3 (published) & 1.245 & 0.480 &  & " in tex
     assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "command.txt").read_text() == "wm-ray benchmark ...\n"
+
+
+def test_runs_must_end_with_the_evaluation_that_scores_them() -> None:
+    run = runner.plan(load_suite("dmc_proprio"), 1, Path("/tmp/x"), [], [])[0]
+    runner.check_scored(run.config(), single_process=False)
+    no_eval = runner.Run(**{**run.__dict__, "overrides": (*run.overrides, "eval.episodes=0")})
+    with pytest.raises(ConfigError, match=r"eval\.episodes >= 1"):
+        runner.check_scored(no_eval.config(), single_process=True)
+    workers = runner.Run(
+        **{**run.__dict__, "overrides": (*run.overrides, "resources.eval_workers=0")}
+    )
+    runner.check_scored(workers.config(), single_process=True)
+    with pytest.raises(ConfigError, match="eval_workers"):
+        runner.check_scored(workers.config(), single_process=False)

@@ -93,6 +93,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     suite = suite_from_dict(bench["suite"])
     runs = runner.plan(suite, bench["seeds"], out, bench["configs"], bench["overrides"])
     configs = [run.config() for run in runs]  # unknown presets or keys fail before any run
+    if not args.aggregate_only:
+        for config in configs:
+            runner.check_scored(config, args.single_process)
     shown = command_line(args, args.suite or suite.name, bench["seeds"])
     jobs: list[tuple[runner.Run, list[str], str]] = []
     failed: list[str] = []
@@ -126,6 +129,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 runner.clear(run.run_dir)
         codes = runner.execute([(run, argv) for run, argv, _ in jobs], args.parallel)
         failed = [label for label, code in codes.items() if code != 0]
+        for run, config in zip(runs, configs, strict=True):  # exit 0, yet no final score
+            if run.label in codes and codes[run.label] == 0 and runner.score(run, config) is None:
+                failed.append(f"{run.label} (ended without its final evaluation)")
     records = []
     for run, config in zip(runs, configs, strict=True):
         value = runner.score(run, config)

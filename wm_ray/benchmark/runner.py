@@ -89,6 +89,17 @@ def protocol_notes(suite: Suite, sets: Sequence[str]) -> list[str]:
     ]
 
 
+def check_scored(config: Config, single_process: bool) -> None:
+    """Refuse a config whose runs end without the final evaluation that scores them."""
+    if config.eval.episodes < 1:
+        raise ConfigError("a benchmark scores each run by its final evaluation: eval.episodes >= 1")
+    if not single_process and config.resources.eval_workers < 1:
+        raise ConfigError(
+            "a benchmark scores each run by its final evaluation: resources.eval_workers >= 1 "
+            "(or --single-process)"
+        )
+
+
 def run_state(run_dir: Path) -> dict[str, Any] | None:
     """The counters of the run's latest checkpoint (``state.json``), or None without one."""
     try:
@@ -201,6 +212,7 @@ def clear(run_dir: Path) -> None:
 
 __all__ = [
     "Run",
+    "check_scored",
     "clear",
     "execute",
     "is_done",
