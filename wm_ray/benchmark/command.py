@@ -139,7 +139,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             {"task": run.task.name, "env_id": run.task.id, "seed": run.seed, "score": value}
             | {"run_dir": str(run.run_dir.relative_to(out))}
         )
-    results = report.collect_results(suite, records, args.bootstrap_reps)
+    models = sorted({config.run.model for config in configs})
+    method = f"wm_ray {'/'.join(models)}"
+    results = report.collect_results(suite, records, args.bootstrap_reps, method=method)
     commands = [c["command"] for c in bench.get("commands", [])]
     if args.aggregate_only:
         commands.append(shown)

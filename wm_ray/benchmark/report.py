@@ -39,10 +39,14 @@ def normaliser(suite: Suite) -> tuple[str, Any]:
 
 
 def collect_results(
-    suite: Suite, records: list[dict[str, Any]], reps: int, seed: int = 0
+    suite: Suite,
+    records: list[dict[str, Any]],
+    reps: int,
+    seed: int = 0,
+    method: str = "this benchmark",
 ) -> dict[str, Any]:
     """Per-task and aggregate statistics of ``records`` (``{task, seed, score, ...}``; runs
-    without a score are listed as missing)."""
+    without a score are listed as missing); ``method`` names the table row."""
     unit, norm = normaliser(suite)
     per_task: dict[str, list[float]] = {t.name: [] for t in suite.tasks}
     raw: dict[str, list[float]] = {t.name: [] for t in suite.tasks}
@@ -61,6 +65,7 @@ def collect_results(
     scored = {k: v for k, v in per_task.items() if v}
     return {
         "suite": suite.to_dict(),
+        "method": method,
         "unit": unit,
         "confidence": 0.95,
         "bootstrap_reps": reps,
@@ -129,7 +134,7 @@ def tables(results: dict[str, Any], latex: bool = False) -> str:
     aggs = results["aggregates"]
     names = list(aggs)
     head = ["method", *(STAT_NAMES[n] for n in names)]
-    ours = ["this run"] + [
+    ours = [results["method"]] + [
         f"{_num(aggs[n]['value'])} [{_num(aggs[n]['low'])}, {_num(aggs[n]['high'])}]" for n in names
     ]
     rows = [ours]
@@ -193,7 +198,7 @@ def plot_profile(results: dict[str, Any], path: Path, reps: int = 200) -> Path |
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(taus, prof["fraction"], label="this run")
+    ax.plot(taus, prof["fraction"], label=results["method"])
     if prof["low"] is not None:
         ax.fill_between(taus, prof["low"], prof["high"], alpha=0.25, label="95% CI")
     ax.set_xlabel(results["unit"] + " (tau)")

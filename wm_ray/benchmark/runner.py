@@ -182,7 +182,12 @@ def execute(jobs: list[tuple[Run, list[str]]], parallel: int, echo: Any = print)
                 with run.log.open("a") as log:
                     log.write(f"\n$ {' '.join(argv)}\n")
                     log.flush()
-                    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                    # its own session: a Ctrl-C on the terminal reaches only this process,
+                    # which then stops each run once (a second signal could cut short the
+                    # final checkpoint a stopped run writes)
+                    proc = subprocess.Popen(
+                        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
                 echo(f"started {run.label} -> {run.run_dir} (log {run.log})")
                 running.append((run, proc, time.monotonic()))
             time.sleep(0.2)
