@@ -246,3 +246,33 @@ def test_runs_must_end_with_the_evaluation_that_scores_them() -> None:
     runner.check_scored(workers.config(), single_process=True)
     with pytest.raises(ConfigError, match="eval_workers"):
         runner.check_scored(workers.config(), single_process=False)
+
+
+def test_an_existing_benchmark_keeps_its_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wm_ray import cli
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("tasks: [CartPole-v1]\nset: [run.model=random, run.steps=100]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = {
+        "suite": load_suite(str(suite)).to_dict(),
+        "configs": [],
+        "overrides": ["replay.capacity=1000"],
+        "seeds": 2,
+        "commands": [],
+    }
+    (out / "benchmark.json").write_text(json.dumps(saved))
+    base = ["benchmark", "--out", str(out), "--dry-run"]
+    assert cli.main([*base, "--suite", str(suite)]) == 2  # without its --set
+    assert "other overrides" in capsys.readouterr().err
+    assert cli.main([*base, "--suite", str(suite), "--set", "replay.capacity=1000"]) == 0
+    assert "1 tasks x 2 seeds = 2 runs (2 new)" in capsys.readouterr().out
+    assert cli.main([*base, "--seeds", "3"]) == 0  # --out alone continues it; seeds may grow
+    printed = capsys.readouterr().out
+    assert "3 runs (3 new)" in printed and "run.seed=2" in printed
+    assert cli.main(["benchmark", "--out", str(tmp_path / "none"), "--aggregate-only"]) == 2
+    assert cli.main(["benchmark", "--out", str(tmp_path / "none")]) == 2
+    assert "--suite is needed" in capsys.readouterr().err
