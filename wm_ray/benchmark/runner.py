@@ -121,10 +121,7 @@ def status(run: Run, config: Config) -> str:
     counters = run_state(run.run_dir)
     if counters is None:
         return "restart"
-    try:
-        saved = load_config(run.run_dir)
-    except ConfigError:
-        return "restart"
+    saved = load_config(run.run_dir)  # a checkpointed run without its config: an error
     changed = {k: v for k, v in diff(saved, config).items() if k not in RESUMABLE_KEYS}
     if changed:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
