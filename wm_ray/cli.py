@@ -1,4 +1,4 @@
-"""The ``wm-ray`` CLI: train, eval, play, collect, ingest, submit, bench, list, show-config."""
+"""The ``wm-ray`` CLI: train, eval, play, collect, ingest, submit, bench, benchmark, list, ..."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wm_ray.bench import add_bench_parser
+from wm_ray.benchmark.command import add_benchmark_parser
 from wm_ray.config import Config
 from wm_ray.ingest.command import add_ingest_parser
 from wm_ray.jobs import add_submit_parser
@@ -349,6 +350,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub).set_defaults(func=cmd_submit)
     add_ingest_parser(sub)
     add_bench_parser(sub)
+    add_benchmark_parser(sub)
     return parser
 
 
@@ -373,10 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="wm-ray: %(levelname)s: %(message)s")
     logging.getLogger("wm_ray").setLevel(logging.INFO)
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops as gracefully as Ctrl-C
-
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as gracefully as Ctrl-C
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     args = make_parser().parse_args(argv)
     try:
