@@ -153,6 +153,16 @@ class DreamerConfig:
     """Two-hot bins of the reward head and the critic."""
     report_context: int = 5
     """report(): posterior steps before the open-loop prediction starts."""
+    encoder: str = "conv"
+    """The image encoder: ``conv`` (DreamerV3's CNN, trained with the world model) or ``jepa``
+    (the target encoder of a JEPA run, ``jepa_run``: frozen, or fine-tuned with
+    ``jepa_finetune``; its patch features, concatenated, are the image embedding)."""
+    jepa_run: str = ""
+    """``encoder: jepa``: the directory of a ``jepa`` run; its latest checkpoint's target
+    encoder is loaded when the agent is built (every env worker's too: a path all nodes
+    reach). Its frames must have the env's image shape."""
+    jepa_finetune: bool = False
+    """``encoder: jepa``: train the loaded encoder with the world model (else it stays frozen)."""
     planner: Literal["actor", "cem"] = "actor"
     """How the agent acts: ``actor`` (the policy learned in imagination) or ``cem`` (PlaNet's
     model-predictive control: CEM over action sequences on the learned reward and continue
@@ -236,16 +246,26 @@ def check_config(config: DreamerConfig, section: str = "dreamer") -> None:
         bad.append(f"ac.actor_min_std/max_std={ac.actor_min_std}/{ac.actor_max_std}")
     if config.planner == "cem":
         bad += check_cem(config.cem, "cem")
+    if section == "dreamer" and config.encoder not in ("conv", "jepa"):
+        bad.append(f"encoder={config.encoder!r} (must be 'conv' or 'jepa')")
+    if section == "dreamer" and config.encoder == "jepa" and not config.jepa_run.strip():
+        bad.append("jepa_run='' (encoder=jepa needs the directory of a jepa run)")
     if bad:
         raise ValueError(f"invalid {section} config: " + "; ".join(f"{section}.{b}" for b in bad))
 
 
 def capabilities(config: RootConfig, family: str = "dreamer") -> tuple[Capabilities, str] | None:
     """The registry's per-config capabilities: with ``planner: cem`` continuous actions only
-    (the planner searches a continuous action box)."""
+    (the planner searches a continuous action box); with ``encoder: jepa`` (Dreamer's own
+    section) image observations are needed."""
     from wm_ray.registry import MODELS
 
-    if getattr(config, family).planner != "cem":
-        return None
-    caps = dataclasses.replace(MODELS[family].capabilities, actions=("continuous",))
-    return caps, f"{family}.planner=cem"
+    section = getattr(config, family)
+    caps, settings = MODELS[family].capabilities, []
+    if section.planner == "cem":
+        caps = dataclasses.replace(caps, actions=("continuous",))
+        settings.append(f"{family}.planner=cem")
+    if family == "dreamer" and section.encoder == "jepa":
+        caps = dataclasses.replace(caps, needs=("image",))
+        settings.append(f"{family}.encoder=jepa")
+    return (caps, " and ".join(settings)) if settings else None

@@ -146,7 +146,12 @@ class WorldModel(nn.Module):
     # A world model with other parts (``wm_ray.models.modular``) overrides these three.
 
     def make_encoder(self, shapes: dict[str, tuple[int, ...]], config: DreamerConfig) -> Any:
-        """The encoder: a module with ``out_dim`` mapping observations to ``(..., E)``."""
+        """The encoder: a module with ``out_dim`` mapping observations to ``(..., E)``
+        (``encoder: jepa``: a JEPA run's pretrained encoder, :mod:`.pretrained`)."""
+        if config.encoder == "jepa":
+            from wm_ray.models.dreamer.pretrained import JEPAEncoder
+
+            return JEPAEncoder(shapes, config)
         return Encoder(shapes, config)
 
     def make_decoder(
