@@ -24,15 +24,19 @@ def test_transitions_never_cross_an_episode_start() -> None:
 
 
 def test_the_planner_reaches_goal_frames_far_better_than_random_actions() -> None:
-    """Encoder 60 updates, then encoder and dynamics 120 more; 10 episodes of 10 steps from
-    random starts toward random goal frames. With an untrained dynamics (the identity) the
-    planner has nothing to go on and this fails."""
+    """Encoder 40 updates, then encoder and dynamics 80 more; 8 episodes of 10 steps from
+    random starts toward random goal frames, CEM with 128 candidates. Measured: planning ends
+    1.7 px from the goal, random actions 8.5 px (the starts 7.4 px). With an untrained
+    (identity) dynamics the planner has nothing to go on: 6.9 vs 8.7 px, and this fails."""
     torch.manual_seed(0)
-    agent = jepa_goal.make_agent(0, "jepa.world_model.start=60")
-    metrics = jepa_goal.train(agent, 180, seed=0)
-    errors = [m["train/world_model/relative_error"] for m in metrics[60:]]
+    agent = jepa_goal.make_agent(
+        0, "jepa.world_model.start=40", "jepa.world_model.cem.candidates=128",
+        "jepa.world_model.cem.top_k=16",
+    )  # fmt: skip
+    metrics = jepa_goal.train(agent, 120, seed=0)
+    errors = [m["train/world_model/relative_error"] for m in metrics[40:]]
     assert np.mean(errors[-20:]) < 0.8 * np.mean(errors[:20])  # the dynamics learns
-    distance = jepa_goal.reach(agent, episodes=10, steps=10, seed=0)
+    distance = jepa_goal.reach(agent, episodes=8, steps=10, seed=0)
     assert distance["plan"] < 0.4 * distance["random"], distance
     assert distance["plan"] < 0.5 * distance["start"], distance
 
