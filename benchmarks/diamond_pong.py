@@ -12,8 +12,10 @@
   transition's actions. The MSEs are split into the pixels that change between the two frames
   (``dynamic``: the paddles, the ball, the score) and the rest (``static``).
 - **Reward**: the reward / termination model (``reward_end_loss``) trained ``--reward-steps``
-  on 3,000 random-policy steps (episodes run to their end), then its held-out reward-sign
-  accuracy against the majority class's, and the share of the nonzero rewards it gets right.
+  on 3,000 random-policy steps (episodes run to their end), then run over 1,000 held-out steps
+  (seed 1): its balanced accuracy over the reward-sign classes present (a constant
+  prediction, the majority class's included, scores ``1 / k``), the recall and precision of
+  its nonzero predictions, and plain accuracy against the majority's (:func:`sign_scores`).
 
 ``tests/e2e/test_diamond_pong.py`` runs the next-frame check at a CI budget with these
 functions. Writes ``benchmarks/results/<machine>/diamond_pong.json``.
@@ -219,16 +221,34 @@ def reward_check(train: Episodes, held: Episodes, steps: int, seed: int = 0) -> 
     valid = ~held.is_first[1:]
     target = reward_class(held.reward[1:])[valid]
     pred = logits[0].argmax(-1)[valid]
-    nonzero = target != 1
     return {
         "train_nonzero_rewards": int((train.reward != 0).sum()),
         "held_transitions": int(valid.sum()),
-        "held_nonzero_rewards": int(nonzero.sum()),
+        "held_nonzero_rewards": int((target != 1).sum()),
+        **sign_scores(pred, target),
+    }
+
+
+def sign_scores(pred: Tensor, target: Tensor) -> dict[str, Any]:
+    """Scores of predicted reward-sign classes against the true ones (both ``(N,)``).
+
+    ``balanced_accuracy`` is the mean over the classes present of the share of that class
+    predicted right: a constant prediction scores ``1 / k`` with ``k`` classes present
+    (``majority_balanced_accuracy``), whatever the class shares. ``nonzero_recall`` is the
+    share of the nonzero rewards predicted with the right sign, ``nonzero_precision`` the share
+    of the nonzero predictions that are right (None when there are none); plain accuracy and
+    the majority's accuracy are kept for reference."""
+    present = target.unique()
+    recalls = [float((pred[target == c] == c).float().mean()) for c in present]
+    nonzero, said = target != 1, pred != 1
+    right = int((said & (pred == target)).sum())
+    return {
+        "balanced_accuracy": sum(recalls) / len(recalls),
+        "majority_balanced_accuracy": 1.0 / len(recalls),
+        "nonzero_recall": right / int(nonzero.sum()) if nonzero.any() else None,
+        "nonzero_precision": right / int(said.sum()) if said.any() else None,
         "accuracy": float((pred == target).float().mean()),
         "majority_accuracy": float((target == 1).float().mean()),
-        "nonzero_recall": float((pred == target)[nonzero].float().mean())
-        if nonzero.any()
-        else None,
     }
 
 

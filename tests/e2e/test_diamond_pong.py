@@ -5,6 +5,7 @@
   a real frame (scripted and keyboard actions).
 - The denoiser alone on frames of a random policy: the 3-step sample of the next frame beats
   "copy the last frame" on a held-out episode (lower MSE), and follows its context.
+- The reward check's measure on real Pong rewards: the majority class cannot pass it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from cli_smoke import play_scripted_and_by_keyboard, train_and_resume
 
 from benchmarks import diamond_pong
 from wm_ray.envs import atari
+from wm_ray.models.diamond.reward_end import reward_class
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +55,24 @@ def test_three_step_samples_beat_copying_the_last_frame_on_held_out_pong() -> No
     assert model < copy, f"3-step sample MSE {model:.6f} vs copying the last frame {copy:.6f}"
     other = mse["sample_other_context"]["mse"]
     assert other > 2 * model, f"with other transitions' contexts: {other:.6f} vs {model:.6f}"
+
+
+@pytest.mark.skipif(not atari.list_ids(), reason="ale-py is not installed")
+def test_reward_measure_is_not_fooled_by_the_majority_class() -> None:
+    """``sign_scores`` on the rewards of 1,000 random-policy Pong steps: always predicting "no
+    reward" has a high plain accuracy but only the constant's balanced accuracy (``1 / k``),
+    while a hand-made detector (a change in the score rows between the transition's frames)
+    scores above it with a precision far over the share of rewards."""
+    data = diamond_pong.pong(1, 1000, until_end=False)
+    valid = ~data.is_first[1:]
+    target = reward_class(data.reward[1:])[valid]
+    assert (target != 1).sum() >= 5
+    majority = diamond_pong.sign_scores(torch.ones_like(target), target)
+    assert majority["accuracy"] > 0.95
+    assert majority["balanced_accuracy"] == majority["majority_balanced_accuracy"]
+    assert majority["nonzero_recall"] == 0 and majority["nonzero_precision"] is None
+    change = (data.frames[1:, 0, :4] - data.frames[:-1, 0, :4]).abs().sum((1, 2))[valid]
+    detector = torch.where(change > 0.5, 0, 1)  # the random policy's rewards are all -1
+    scores = diamond_pong.sign_scores(detector, target)
+    assert scores["balanced_accuracy"] > majority["balanced_accuracy"] + 0.2, scores
+    assert scores["nonzero_precision"] > 10 * float((target != 1).float().mean()), scores
