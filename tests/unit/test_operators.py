@@ -148,6 +148,8 @@ def test_pixel_conversions_are_exact() -> None:
     rgb = RNG.integers(0, 256, (SIDE, SIDE, 3), np.uint8)
     assert np.array_equal(op.images(Image.fromarray(rgb))[0], rgb)
     assert np.array_equal(op.images(torch.from_numpy(rgb))[0], rgb)
+    levels = torch.from_numpy(rgb[..., :1] // 128 * 255).bfloat16() / 255  # 0.0 or 1.0 exactly
+    assert np.array_equal(op.images(levels)[0, ..., 0], rgb[..., 0] // 128 * 255)
     assert np.array_equal(op.images(rgb / 255.0)[0], rgb)  # floats in [0, 1], rounded
     assert np.array_equal(op.images(rgb.astype(np.int64))[0], rgb)
     gray = rgb[..., 0]

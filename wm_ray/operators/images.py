@@ -53,7 +53,10 @@ def to_numpy(value: Any, what: str) -> np.ndarray:
             value = value.convert("RGBA" if "A" in value.mode else "RGB")
         return np.asarray(value)
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        return np.asarray(value.detach().cpu().numpy())
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy())
     if isinstance(value, (np.ndarray, np.generic, list, tuple, int, float)) or hasattr(
         value, "__array__"
     ):
