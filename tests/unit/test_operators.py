@@ -16,6 +16,7 @@ from PIL import Image
 
 import wm_ray
 from wm_ray import registry
+from wm_ray.config_io import save_config
 from wm_ray.conformance import family_config, spaces
 from wm_ray.envs.base import resize_image
 from wm_ray.factory import create_model
@@ -230,6 +231,15 @@ def test_get_operator_builds_from_spaces_and_refuses_what_the_family_does() -> N
     agent, _ = _build("random")
     with pytest.raises(OperatorError, match="agent is a random agent"):
         get_operator("dreamer", agent=agent)
+
+
+def test_get_operator_from_a_run_directory(tmp_path: Path) -> None:
+    save_config(wm_ray.create_config("random", env="CartPole-v1"), tmp_path)
+    op = get_operator("random", run=tmp_path)  # the spaces of the run's env
+    assert op.vector_size == 4 and op.image_shape is None and op.num_actions == 2
+    assert op.observation(vector=[0.0, 0.1, 0.0, -0.1])["vector"].shape == (1, 4)
+    with pytest.raises(OperatorError, match="is a random run"):
+        get_operator("dreamer", run=tmp_path)
 
 
 def test_the_docs_examples_run() -> None:
