@@ -125,6 +125,13 @@ def test_model_inputs_are_what_the_agent_computes(family: tuple[str, object, obj
         assert width.shape == (2, op.num_actions) and width.dtype == torch.float32
     if name in ("diamond", "iris"):
         assert op.model_action([0, 2]).tolist() == [0, 2]
+    # to_pixels inverts the model space, as the agents show frames
+    space = op.model_input(list(images), **(_inputs(op, 2) if name != "genie" else {}))
+    if isinstance(space, dict):
+        space = space["image"].float() / 255.0 - 0.5
+    if name == "genie":
+        space = space.float() / 255.0
+    assert np.array_equal(op.to_pixels(space).reshape(images.shape), images)
 
 
 def test_dreams_start_from_raw_frames(family: tuple[str, object, object]) -> None:

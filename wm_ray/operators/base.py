@@ -258,5 +258,10 @@ class Operator:
         """Env actions as the tensor the family's networks take (per family)."""
         raise OperatorError(f"the {self.family} family has no networks to feed")
 
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Frames in the family's model space (what its networks output, laid out as
+        :meth:`model_input`'s images) -> uint8 ``(..., H, W, C)``, as the agent shows them."""
+        raise OperatorError(f"the {self.family} family has no networks that output frames")
+
 
 __all__ = ["Operator", "OperatorError"]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from wm_ray.models.common.data import ActionSpec, obs_tensors
+from wm_ray.models.common.nets import postprocess_image
 from wm_ray.operators.base import Operator, OperatorError
 from wm_ray.operators.images import describe, to_numpy
 from wm_ray.operators.tensors import (
@@ -30,8 +31,19 @@ from wm_ray.operators.tensors import (
     image_tensor,
     signed,
     signed_channels_first,
+    signed_to_pixels,
     unit_channels_first,
+    unit_to_pixels,
 )
+
+
+def _tensor(frames: Any) -> torch.Tensor:
+    if isinstance(frames, torch.Tensor):
+        return frames.detach()
+    array = to_numpy(frames, "frames")
+    if array.dtype.kind != "f":
+        raise OperatorError(f"to_pixels: got {describe(frames)}; expected model-space floats")
+    return torch.as_tensor(array)
 
 
 class DreamerOperator(Operator):
@@ -49,6 +61,10 @@ class DreamerOperator(Operator):
         """Env actions -> float ``(N, A)``: one-hot for discrete spaces, as is for a Box."""
         spec = ActionSpec.of(self.act_space)
         return spec.to_model(torch.as_tensor(self.action(action), device=self.device))
+
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Decoder-space images ``(..., H, W, C)`` (``x / 255 - 0.5``) -> uint8."""
+        return postprocess_image(_tensor(frames)).cpu().numpy()
 
 
 class _IndexActions(Operator):
@@ -75,6 +91,10 @@ class DiamondOperator(_IndexActions):
         """Images -> float32 ``(N, C, H, W)`` in [-1, 1] (``x / 127.5 - 1``)."""
         return signed_channels_first(self._pixels(image))
 
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Frames ``(..., C, H, W)`` in [-1, 1] (the denoiser's) -> uint8 ``(..., H, W, C)``."""
+        return signed_to_pixels(_tensor(frames)).movedim(-3, -1).cpu().numpy()
+
 
 class IrisOperator(_IndexActions):
     """IRIS: frames in [0, 1] channels-first, as its tokenizer takes them."""
@@ -84,6 +104,10 @@ class IrisOperator(_IndexActions):
     def model_input(self, image: Any = None, vector: Any = None) -> torch.Tensor:
         """Images -> float32 ``(N, C, H, W)`` in [0, 1] (``x / 255``)."""
         return unit_channels_first(self._pixels(image))
+
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Frames ``(..., C, H, W)`` in [0, 1] (the tokenizer's) -> uint8 ``(..., H, W, C)``."""
+        return unit_to_pixels(_tensor(frames)).movedim(-3, -1).cpu().numpy()
 
 
 class GenieOperator(Operator):
@@ -133,6 +157,10 @@ class GenieOperator(Operator):
         """Latent actions -> int64 ``(N,)`` on the device (the dynamics' action input)."""
         return torch.as_tensor(self.latent_action(action), device=self.device)
 
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Decoded frames ``(..., H, W, C)`` in [0, 1] (the tokenizer's) -> uint8."""
+        return unit_to_pixels(_tensor(frames)).cpu().numpy()
+
 
 class JepaOperator(Operator):
     """JEPA: frames in [-1, 1] channels-last, as its encoders take them."""
@@ -142,6 +170,10 @@ class JepaOperator(Operator):
         target encoders' input (``agent.features`` takes the uint8 ``images`` instead)."""
         shape = self._image_shape("image")
         return signed(image_tensor(self.images(image), shape, self.device, cast=True))
+
+    def to_pixels(self, frames: Any) -> np.ndarray:
+        """Frames ``(..., H, W, C)`` in [-1, 1] -> uint8."""
+        return signed_to_pixels(_tensor(frames)).cpu().numpy()
 
 
 __all__ = [

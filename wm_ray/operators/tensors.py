@@ -1,9 +1,10 @@
 """The pixel and action math the families' agents and their operators share (torch).
 
 The agents call these on what replay and env workers give them (uint8 ``(..., H, W, C)``
-frames, env action indices); the operators (:mod:`wm_ray.operators.families`) call them after
-turning raw inputs into that form, so an operator's ``model_input`` is exactly what the
-family's networks see.
+frames, env action indices) and on the frames their networks produce (back to uint8); the
+operators (:mod:`wm_ray.operators.families`) call them after turning raw inputs into that form,
+so an operator's ``model_input`` is exactly what the family's networks see and its
+``to_pixels`` what the agent shows of their output.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def unit_channels_first(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.movedim(-1, -3).float() / 255.0).contiguous()
 
 
+def signed_to_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`signed`: floats in [-1, 1] -> uint8 (clamped, rounded); layout
+    unchanged."""
+    return ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def unit_to_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """Floats in [0, 1] -> uint8 (clamped, rounded); layout unchanged."""
+    return (frames.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
 def action_indices(
     action: Any,
     shape: tuple[int, ...],
@@ -91,5 +103,7 @@ __all__ = [
     "image_tensor",
     "signed",
     "signed_channels_first",
+    "signed_to_pixels",
     "unit_channels_first",
+    "unit_to_pixels",
 ]

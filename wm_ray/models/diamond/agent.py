@@ -34,7 +34,12 @@ from wm_ray.models.diamond.imagination import DiffusionDream, context_window
 from wm_ray.models.diamond.losses import DENOISER, REWARD_END, denoiser_loss, reward_end_loss
 from wm_ray.models.diamond.networks import build_networks
 from wm_ray.models.diamond.reward_end import RewardEndModel
-from wm_ray.operators.tensors import action_indices, image_tensor, signed_channels_first
+from wm_ray.operators.tensors import (
+    action_indices,
+    image_tensor,
+    signed_channels_first,
+    signed_to_pixels,
+)
 
 
 def _adamw(module: nn.Module, part: Any) -> Optimizer:
@@ -114,8 +119,7 @@ class DiamondAgent(AgentBase):
     @staticmethod
     def _to_uint8(frames: torch.Tensor) -> np.ndarray:
         """float ``(..., C, H, W)`` in [-1, 1] -> uint8 ``(..., H, W, C)``."""
-        pixels = ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-        return pixels.movedim(-3, -1).cpu().numpy()
+        return signed_to_pixels(frames).movedim(-3, -1).cpu().numpy()
 
     def _actions(self, action: Any, shape: tuple[int, ...]) -> torch.Tensor:
         """Env actions -> 0-based model actions of ``shape`` on the device, checked."""

@@ -33,7 +33,7 @@ from wm_ray.models.genie.dynamics import DYNAMICS, generate
 from wm_ray.models.genie.losses import lam_dynamics_step, tokenizer_step
 from wm_ray.models.genie.networks import ActionLabels, build_networks
 from wm_ray.models.genie.tokenizer import TOKENIZER
-from wm_ray.operators.tensors import image_tensor
+from wm_ray.operators.tensors import image_tensor, unit_to_pixels
 
 
 @dataclass
@@ -117,7 +117,7 @@ class GenieAgent(AgentBase):
     @staticmethod
     def _to_uint8(frames: Tensor) -> np.ndarray:
         """float frames in [0, 1] -> uint8 (same layout)."""
-        return (frames.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
+        return unit_to_pixels(frames).cpu().numpy()
 
     # ----------------------------------------------------------------------------- acting
 

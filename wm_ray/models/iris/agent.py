@@ -31,7 +31,7 @@ from wm_ray.models.iris.config import RootConfig, check_config
 from wm_ray.models.iris.imagination import Dream, FrameDream, Mode, Stepper
 from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss, world_model_loss
 from wm_ray.models.iris.networks import Tokenizer, build_networks
-from wm_ray.operators.tensors import action_indices, image_tensor
+from wm_ray.operators.tensors import action_indices, image_tensor, unit_to_pixels
 
 
 class IrisAgent(AgentBase):
@@ -269,8 +269,7 @@ class IrisAgent(AgentBase):
     @staticmethod
     def _to_uint8(frames: torch.Tensor) -> np.ndarray:
         """float ``(..., C, H, W)`` in [0, 1] -> uint8 ``(..., H, W, C)``."""
-        pixels = (frames.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        return pixels.movedim(-3, -1).cpu().numpy()
+        return unit_to_pixels(frames).movedim(-3, -1).cpu().numpy()
 
     # ----------------------------------------------------------------------------- reports
 
