@@ -36,6 +36,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "build_config": ("wm_ray.config_io", "build_config"),
     "Replay": ("wm_ray.replay", "Replay"),
     "VectorEnv": ("wm_ray.envs.vector", "VectorEnv"),
+    "get_operator": ("wm_ray.operators", "get_operator"),
+    "Operator": ("wm_ray.operators.base", "Operator"),
+    "OperatorError": ("wm_ray.operators.images", "OperatorError"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,6 +79,9 @@ class ModelSpec(NamedTuple):
     """``module:function`` checking the family's settings in the root config (raises
     ``ValueError`` naming every bad value); run by ``wm_ray.validate.validate_run`` before a
     run creates anything, and by ``show-config``."""
+    operator: str | None = None
+    """``module:Class`` of the family's input operator (``wm_ray.get_operator``); None: the
+    generic :class:`wm_ray.operators.base.Operator` of its spaces."""
 
 
 class UnknownNameError(ValueError):
@@ -102,6 +105,7 @@ MODELS: dict[str, ModelSpec] = {
             test_config=("debug", "size_debug"),
             config_capabilities="wm_ray.models.dreamer.config:capabilities",
             validator="wm_ray.models.dreamer.config:validate",
+            operator="wm_ray.operators.families:DreamerOperator",
         ),
         ModelSpec(
             "diamond",
@@ -113,6 +117,7 @@ MODELS: dict[str, ModelSpec] = {
             Capabilities(observations=("image",), actions=("discrete",), steppable=True),
             test_config=("diamond_debug",),
             validator="wm_ray.models.diamond.config:validate",
+            operator="wm_ray.operators.families:DiamondOperator",
         ),
         ModelSpec(
             "genie",
@@ -128,6 +133,7 @@ MODELS: dict[str, ModelSpec] = {
                 "genie.start.freeze_tokenizer=false",
             ),
             validator="wm_ray.models.genie.config:validate_root",
+            operator="wm_ray.operators.families:GenieOperator",
         ),
         ModelSpec(
             "iris",
@@ -143,6 +149,7 @@ MODELS: dict[str, ModelSpec] = {
             ),
             test_config=("iris_debug", "iris.start.world_model=0", "iris.start.actor_critic=0"),
             validator="wm_ray.models.iris.config:validate",
+            operator="wm_ray.operators.families:IrisOperator",
         ),
         ModelSpec(
             "jepa",
@@ -155,6 +162,7 @@ MODELS: dict[str, ModelSpec] = {
             aliases=("ijepa", "i-jepa"),
             test_config=("jepa_debug",),
             validator="wm_ray.models.jepa.config:validate_root",
+            operator="wm_ray.operators.families:JepaOperator",
         ),
         ModelSpec(
             "modular",
@@ -167,6 +175,7 @@ MODELS: dict[str, ModelSpec] = {
             test_config=("debug", "modular_debug", "modular.backbone=transformer"),
             config_capabilities="wm_ray.models.modular.config:capabilities",
             validator="wm_ray.models.modular.config:validate",
+            operator="wm_ray.operators.families:DreamerOperator",
         ),
         ModelSpec(
             "planet",
@@ -177,6 +186,7 @@ MODELS: dict[str, ModelSpec] = {
             Capabilities(actions=("continuous",)),
             test_config=("planet_debug",),
             validator="wm_ray.models.planet.config:validate",
+            operator="wm_ray.operators.families:DreamerOperator",
         ),
         ModelSpec(
             "random",

@@ -34,6 +34,12 @@ from wm_ray.models.diamond.imagination import DiffusionDream, context_window
 from wm_ray.models.diamond.losses import DENOISER, REWARD_END, denoiser_loss, reward_end_loss
 from wm_ray.models.diamond.networks import build_networks
 from wm_ray.models.diamond.reward_end import RewardEndModel
+from wm_ray.operators.tensors import (
+    action_indices,
+    image_tensor,
+    signed_channels_first,
+    signed_to_pixels,
+)
 
 
 def _adamw(module: nn.Module, part: Any) -> Optimizer:
@@ -106,31 +112,18 @@ class DiamondAgent(AgentBase):
     # ----------------------------------------------------------------------------- inputs
 
     def _frames(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [-1, 1] on the device."""
-        tensor = device_tensor(np.asarray(image), self.device)
-        if tuple(tensor.shape[-3:]) != self.image_shape:
-            raise ValueError(
-                f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
-            )
-        return tensor.movedim(-1, -3).float().div(127.5).sub(1.0)
+        """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [-1, 1] on the device (the
+        math of ``wm_ray.get_operator("diamond").model_input``)."""
+        return signed_channels_first(image_tensor(image, self.image_shape, self.device))
 
     @staticmethod
     def _to_uint8(frames: torch.Tensor) -> np.ndarray:
         """float ``(..., C, H, W)`` in [-1, 1] -> uint8 ``(..., H, W, C)``."""
-        pixels = ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-        return pixels.movedim(-3, -1).cpu().numpy()
+        return signed_to_pixels(frames).movedim(-3, -1).cpu().numpy()
 
     def _actions(self, action: Any, shape: tuple[int, ...]) -> torch.Tensor:
         """Env actions -> 0-based model actions of ``shape`` on the device, checked."""
-        actions = device_tensor(np.asarray(action), self.device).long() - self.action_start
-        if tuple(actions.shape) != shape or (
-            actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions)
-        ):
-            raise ValueError(
-                f"actions must be {shape} indices of {self.num_actions} actions (from "
-                f"{self.action_start}), got {np.asarray(action)!r}"
-            )
-        return actions
+        return action_indices(action, shape, self.num_actions, self.action_start, self.device)
 
     # ----------------------------------------------------------------------------- acting
 

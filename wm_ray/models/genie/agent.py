@@ -33,6 +33,7 @@ from wm_ray.models.genie.dynamics import DYNAMICS, generate
 from wm_ray.models.genie.losses import lam_dynamics_step, tokenizer_step
 from wm_ray.models.genie.networks import ActionLabels, build_networks
 from wm_ray.models.genie.tokenizer import TOKENIZER
+from wm_ray.operators.tensors import image_tensor, unit_to_pixels
 
 
 @dataclass
@@ -106,24 +107,17 @@ class GenieAgent(AgentBase):
 
     def _clip(self, image: Any) -> Tensor:
         """uint8 ``(..., T, H, W, C)`` -> the last ``genie.frames`` frames on the device."""
-        tensor = device_tensor(np.asarray(image, np.uint8), self.device)
-        if tensor.ndim < 4 or tuple(tensor.shape[-3:]) != self.image_shape:
-            raise ValueError(
-                f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
-            )
+        tensor = image_tensor(image, self.image_shape, self.device, min_lead=1, cast=True)
         return tensor[..., -self.cfg.frames :, :, :, :]
 
     def _frames(self, image: Any) -> Tensor:
         """uint8 ``(N, H, W, C)`` -> ``(N, 1, H, W, C)`` on the device, checked."""
-        tensor = device_tensor(np.asarray(image, np.uint8), self.device)
-        if tensor.ndim != 4 or tuple(tensor.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images (N, {self.image_shape}), got {tuple(tensor.shape)}")
-        return tensor[:, None]
+        return image_tensor(image, self.image_shape, self.device, lead=1, cast=True)[:, None]
 
     @staticmethod
     def _to_uint8(frames: Tensor) -> np.ndarray:
         """float frames in [0, 1] -> uint8 (same layout)."""
-        return (frames.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
+        return unit_to_pixels(frames).cpu().numpy()
 
     # ----------------------------------------------------------------------------- acting
 

@@ -31,6 +31,7 @@ from wm_ray.models.iris.config import RootConfig, check_config
 from wm_ray.models.iris.imagination import Dream, FrameDream, Mode, Stepper
 from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss, world_model_loss
 from wm_ray.models.iris.networks import Tokenizer, build_networks
+from wm_ray.operators.tensors import action_indices, image_tensor, unit_to_pixels
 
 
 class IrisAgent(AgentBase):
@@ -113,12 +114,11 @@ class IrisAgent(AgentBase):
 
     def _frames(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., H, W, C)`` -> float ``(..., C, H, W)`` in [0, 1] on the device."""
-        tensor = device_tensor(np.asarray(image), self.device)
-        if tuple(tensor.shape[-3:]) != self.image_shape:
-            raise ValueError(
-                f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
-            )
-        return Tokenizer.preprocess(tensor)
+        return Tokenizer.preprocess(image_tensor(image, self.image_shape, self.device))
+
+    def _actions(self, action: Any, shape: tuple[int, ...], what: str = "actions") -> torch.Tensor:
+        """Env actions -> 0-based model actions of ``shape`` on the device, checked."""
+        return action_indices(action, shape, self.num_actions, self.action_start, self.device, what)
 
     def init_policy(self, batch_size: int) -> LSTMState:
         """Zero LSTM states for ``batch_size`` streams."""
@@ -156,13 +156,7 @@ class IrisAgent(AgentBase):
         start, cfg = self.cfg.start, self.cfg
         frames = self._frames(batch["image"])  # (B, T, C, H, W)
         b, t = frames.shape[:2]
-        actions = device_tensor(np.asarray(batch["action"]), self.device).long()
-        actions = actions - self.action_start
-        if actions.shape != (b, t) or actions.min() < 0 or actions.max() >= self.num_actions:
-            raise ValueError(
-                f"batch['action'] must be (B, T) = {(b, t)} indices of {self.num_actions} "
-                f"actions, got shape {tuple(actions.shape)}"
-            )
+        actions = self._actions(batch["action"], (b, t), "batch['action'] (B, T)")
         flag = {
             key: device_tensor(np.asarray(batch[key], bool), self.device)
             for key in ("is_first", "is_terminal")
@@ -264,12 +258,7 @@ class IrisAgent(AgentBase):
         self, dream: Dream, action: np.ndarray, temperature: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply env actions ``(N,)``; returns frames ``(N, H, W, C)`` uint8, rewards, ends."""
-        action_t = torch.as_tensor(np.asarray(action), device=self.device).long()
-        action_t = action_t - self.action_start
-        if action_t.shape != (dream.batch,) or action_t.min() < 0:
-            raise ValueError(f"actions must be ({dream.batch},) env actions, got {action}")
-        if action_t.max() >= self.num_actions:
-            raise ValueError(f"action {action} out of range (the env has {self.num_actions})")
+        action_t = self._actions(action, (dream.batch,))
         temp = self.cfg.ac.temperature if temperature is None else temperature
         tokens, reward_logits, end_logits = dream.frame(action_t, temp, self.gen)
         reward = self.wm.reward_value(reward_logits, self.gen)
@@ -280,8 +269,7 @@ class IrisAgent(AgentBase):
     @staticmethod
     def _to_uint8(frames: torch.Tensor) -> np.ndarray:
         """float ``(..., C, H, W)`` in [0, 1] -> uint8 ``(..., H, W, C)``."""
-        pixels = (frames.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        return pixels.movedim(-3, -1).cpu().numpy()
+        return unit_to_pixels(frames).movedim(-3, -1).cpu().numpy()
 
     # ----------------------------------------------------------------------------- reports
 

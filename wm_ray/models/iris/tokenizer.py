@@ -48,6 +48,7 @@ from wm_ray.models.common.vq import (
 )
 from wm_ray.models.iris.config import TokenizerConfig
 from wm_ray.models.iris.perceptual import PerceptualLoss
+from wm_ray.operators.tensors import unit_channels_first
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -246,7 +247,7 @@ class Tokenizer(nn.Module):
     @staticmethod
     def preprocess(image: Tensor) -> Tensor:
         """uint8 ``(..., H, W, C)`` -> float32 ``(..., C, H, W)`` in [0, 1] (contiguous)."""
-        return (image.movedim(-1, -3).float() / 255.0).contiguous()
+        return unit_channels_first(image)
 
     def _check(self, x: Tensor) -> None:
         want = (self.channels, self.image_size, self.image_size)

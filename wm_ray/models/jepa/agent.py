@@ -42,6 +42,7 @@ from wm_ray.models.jepa.world_model import (
     plan_to_goal,
     transitions,
 )
+from wm_ray.operators.tensors import image_tensor, signed
 
 
 class JEPAAgent(AgentBase):
@@ -116,17 +117,13 @@ class JEPAAgent(AgentBase):
 
     def _images(self, image: Any) -> Tensor:
         """uint8 ``(..., H, W, C)`` -> ``(N, H, W, C)`` uint8 on the device, checked."""
-        tensor = device_tensor(np.asarray(image, np.uint8), self.device)
-        if tensor.ndim < 3 or tuple(tensor.shape[-3:]) != self.image_shape:
-            raise ValueError(
-                f"expected images (..., {self.image_shape}), got {tuple(tensor.shape)}"
-            )
+        tensor = image_tensor(image, self.image_shape, self.device, cast=True)
         return tensor.reshape(-1, *self.image_shape)
 
     @staticmethod
     def _scale(frames: Tensor) -> Tensor:
-        """uint8 -> float in [-1, 1]."""
-        return frames.float() / 127.5 - 1.0
+        """uint8 -> float in [-1, 1] (the math of ``wm_ray.get_operator("jepa").model_input``)."""
+        return signed(frames)
 
     def _draw(self, count: int) -> tuple[torch.Generator, Tensor]:
         """A CPU generator for this update, seeded from the agent's generator (so masks and
