@@ -1,11 +1,14 @@
 """Genie's parts on a toy video with known actions (CPU, minutes): the issue's two checks.
 
-    python benchmarks/genie_toy.py [--lam-steps 1500] [--threads 1]
+    python benchmarks/genie_toy.py [--lam-steps 1000] [--seeds 0 1] [--ci] [--no-blind]
 
-The video: a ``square x square`` white square on a black ``size x size`` frame (16 x 16 x 1 by
-default), moved each frame by one of 4 actions drawn uniformly (``step`` pixels up, down, left
-or right, wrapping around the edges), so the action is a function of the frame pair. Genie is
-trained on the frames only, in its staged schedule, with the model modules directly:
+The video (``Toy.scene``): ``scroll`` (the default), a random binary texture of ``cell``-pixel
+cells seen through a ``size x size`` window (16 x 16 x 1) that each frame moves by one of 4
+actions drawn uniformly (``step`` pixels up, down, left or right, wrapping around), like a
+camera; or ``square``, a white square moved the same way (on which the LAM's codes learn the
+square's new position rather than its move: the genie README). Either way the action is a
+function of the frame pair. Genie is trained on the frames only, in its staged schedule, with
+the model modules directly:
 
 1. the video tokenizer (:class:`VideoTokenizer`) alone;
 2. then the latent action model (:class:`LatentActionModel`, its own reconstruction loss) and
@@ -26,8 +29,10 @@ Measured on held-out clips (another seed):
   Also reported: the PSNR of the tokenizer's own reconstruction (the ceiling) and of copying
   the first frame.
 
-``tests/e2e/test_genie_toy.py`` runs it at a CI budget with these functions. Writes
-``benchmarks/results/<machine>/genie_toy.json``.
+Each run is repeated with ``blind=True`` (the dynamics trained and evaluated with the codes the
+LAM infers from another clip), the baseline that must score at chance.
+``tests/e2e/test_genie_toy.py`` runs it at the :data:`CI` budget with these functions. Writes
+``benchmarks/results/<machine>/genie_toy.json`` (``genie_toy_ci.json`` with ``--ci``).
 """
 
 from __future__ import annotations
