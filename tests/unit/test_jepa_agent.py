@@ -111,7 +111,11 @@ def test_random_behaviour_acts_in_the_action_space_and_the_acting_agent_has_no_n
 
 @pytest.mark.parametrize(
     ("presets", "sizes"),
-    [(["jepa"], (21_000_000, 22_000_000)), (["jepa", "jepa_small"], (2_500_000, 3_000_000))],
+    [
+        (["jepa"], (21_000_000, 22_000_000)),
+        (["jepa", "jepa_small"], (2_500_000, 3_000_000)),
+        (["jepa", "jepa_base"], (84_000_000, 86_000_000)),
+    ],
 )
 def test_the_presets_validate_and_build_at_their_sizes(
     presets: list[str], sizes: tuple[int, int]
@@ -121,5 +125,7 @@ def test_the_presets_validate_and_build_at_their_sizes(
     agent = create_model("jepa", image_space(64, 3), ACTIONS, config)
     counts = agent.param_counts()  # type: ignore[attr-defined]
     assert counts["encoder"] == counts["target"]
-    assert sizes[0] < counts["encoder"] < sizes[1], counts  # ViT-S: ~21.4M; ViT-Ti class: ~2.7M
+    assert sizes[0] < counts["encoder"] < sizes[1], (
+        counts
+    )  # ViT-S 21.4M, ViT-Ti class 2.7M, ViT-B 85M
     assert counts["predictor"] < 0.2 * counts["encoder"]
