@@ -76,16 +76,3 @@ def test_unknown_env_on_the_command_line_is_one_clear_line(tmp_path: Path) -> No
     result = wm_ray("collect", "--env", "CartPol-v1", "--steps", "10", "--run-dir", str(tmp_path))
     assert result.returncode == 2
     assert "CartPole-v1" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_train_then_eval_from_the_checkpoint(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    args = ["--configs", "debug", "--env", "fake:vector-discrete", "--set", "eval.episodes=2"]
-    result = wm_ray("train", *args, "--steps", "300", "--run-dir", str(run_dir), "--quiet")
-    assert result.returncode == 0, result.stderr
-    assert "checkpoint:" in result.stdout and (run_dir / "curve.png").is_file()
-    result = wm_ray("eval", "--run-dir", str(run_dir), "--episodes", "3", "--checkpoint", "best")
-    assert result.returncode == 0, result.stderr
-    assert "over 3 episodes" in result.stdout
-    result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--set", "env.num_envs=2")
-    assert result.returncode == 2 and "allow-config-change" in result.stderr

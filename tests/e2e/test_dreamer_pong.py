@@ -1,7 +1,9 @@
 """CI smoke test: Dreamer (debug size) on ALE Pong through the CLI.
 
 collect -> train -> eval -> checkpoint -> resume, checking that every logged loss is finite and
-that the resumed run continues the counters. Tiny batches keep it to well under a minute.
+that the resumed run continues the counters; ``wm-ray eval`` of the best and the latest
+checkpoint; a resume with a changed config is refused without ``--allow-config-change``.
+Tiny batches keep it to about a minute.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def test_dreamer_pong_trains_evaluates_checkpoints_and_resumes(tmp_path: Path) -
     first = ckpt.load_state(ckpt.latest_checkpoint(run_dir))  # type: ignore[arg-type]
     assert first["counters"]["env_steps"] == 600 and first["counters"]["updates"] > 0
     assert list((run_dir / "videos").glob("eval-*.mp4")), "image task without an eval video"
+    assert (run_dir / "curve.png").is_file() and "checkpoint:" in result.stdout
+    result = wm_ray("eval", "--run-dir", str(run_dir), "--episodes", "1", "--checkpoint", "best")
+    assert result.returncode == 0 and "over 1 episodes" in result.stdout, result.stderr[-3000:]
+    result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--set", "env.num_envs=3")
+    assert result.returncode == 2 and "allow-config-change" in result.stderr
 
     result = wm_ray("train", "--run-dir", str(run_dir), "--resume", "--steps", "800", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
