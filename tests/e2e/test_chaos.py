@@ -10,6 +10,11 @@ dashboard's state API), each restart counted; then the driver SIGKILLed after a 
 counts them, its actors gone, and the run resumed to completion. The longer mode:
 ``python -m benchmarks.chaos --model dreamer --long``.
 
+The families' runs go two at a time on the shared head (:data:`CONCURRENT`): a run spends most
+of its time waiting for actors to start, die and restart, and everything it watches, kills and
+counts is scoped to its own run name, as on a user's cluster shared by several runs. Each
+family's test then checks its own run's figures.
+
 This module never imports ray: the head and the runs are separate processes, as on a user's
 cluster.
 """
@@ -19,8 +24,11 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +39,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 XFAIL: dict[str, str] = {}
 """Families whose chaos run cannot pass yet: family -> the reason, naming the bug."""
+CONCURRENT = 2
+"""Chaos runs at once on the shared head (each reserves its own placement group)."""
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +49,31 @@ def cluster() -> Iterator[chaos.Cluster]:
         pytest.skip("the `ray` CLI is not installed")
     if not sys.platform.startswith("linux") or shutil.which("setsid") is None:
         pytest.skip("deploy/local_cluster.sh needs Linux (/proc, setsid)")
-    head = chaos.start_cluster(cpus=4)
+    head = chaos.start_cluster(cpus=4 * CONCURRENT)
     try:
         yield head
     finally:
         head.stop()
+
+
+@pytest.fixture(scope="module")
+def results(cluster: chaos.Cluster) -> Iterator[dict[str, Any]]:
+    """Every family's chaos run, :data:`CONCURRENT` at a time: family -> its figures and
+    checks, or the exception that ended it."""
+    work = Path(tempfile.mkdtemp(prefix="wm_ray-chaos-"))
+
+    def one(family: str) -> Any:
+        try:
+            return chaos.run_chaos(cluster, family, work / family, chaos.CI)
+        except Exception as err:  # reported by the family's own test
+            return err
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        done = dict(zip(list_models(), pool.map(one, list_models()), strict=True))
+    try:
+        yield done
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
@@ -54,9 +84,11 @@ def cluster() -> Iterator[chaos.Cluster]:
     ],
 )
 def test_a_run_survives_sigkill_of_every_actor_kind_and_of_its_driver(
-    cluster: chaos.Cluster, family: str, tmp_path: Path
+    results: dict[str, Any], family: str
 ) -> None:
-    result = chaos.run_chaos(cluster, family, tmp_path, chaos.CI)
+    result = results[family]
+    if isinstance(result, BaseException):
+        raise result
     shown = json.dumps(
         {k: result[k] for k in ("problems", "kills", "restarts_counted", "steps", "continuity")},
         indent=1,
