@@ -9,7 +9,8 @@
 #      and the imagination alone (tokens/s of each mode vs full recomputation); DIAMOND at its
 #      paper preset: imagination frames/s (B32 x 15 steps x 3 denoiser calls, eager vs
 #      compiled) and the update (B32 x T19); Genie's MaskGIT generation tokens/s (small and
-#      the ~115M `genie` preset) against its model-call floor, and the update
+#      the ~115M `genie` preset) against its model-call floor, and the update; the learner rows
+#      of the other families' presets (DIAMOND, Genie, JEPA ViT-S)
 #   4. the 12M size in fp32 and bf16 with the compiled (not captured) update, for the table
 #   5. the update profile at the 12M JAX-matched size
 # Every step writes its results before the next starts (the learner bench merges its rows), so
@@ -35,6 +36,7 @@ STEPS=(
   "benchmarks/iris_bench.py --sizes paper --batch 64 --horizon 20 --modes eager captured --repeats 3"
   "benchmarks/diamond_bench.py --sizes paper --batch 32 --horizon 15 --modes eager compiled --repeats 3"
   "benchmarks/genie_bench.py --sizes small paper --batch 8 --frames 4 --repeats 3"
+  "benchmarks/learner_bench.py --families presets --preset-rows diamond-debug genie-small jepa-small jepa --repeats 3 --merge"
   "benchmarks/learner_bench.py --families dreamer --sizes jax12m --obs image --modes compiled captured --precision fp32 bf16 --repeats 5 --merge"
   "benchmarks/profile_update.py --sizes jax12m --obs image --repeats 3"
 )
