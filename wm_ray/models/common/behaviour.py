@@ -10,11 +10,15 @@ the same observation and action spaces.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
+
+from wm_ray.models.common.agent import AgentBase
 
 
 class RandomBehaviour:
@@ -98,3 +102,60 @@ def make_behaviour(
     if behaviour.strip().lower() == "random":
         return RandomBehaviour(act_space, generator, key)
     return CheckpointBehaviour(behaviour, obs_space, act_space, key, family)
+
+
+class BehaviourAgent(AgentBase):
+    """The skeleton of a family that learns from video and acts only through its behaviour
+    policy (Genie, JEPA): square image observations, the section's ``behaviour``, acting
+    methods that delegate to it, the behaviour's randomness in the agent's random state, and no
+    acting weights (no update changes how env workers act).
+
+    A subclass sets ``label`` (its name in messages) and calls :meth:`setup_behaviour` in its
+    constructor after ``super().__init__``.
+    """
+
+    label: ClassVar[str] = ""
+
+    def setup_behaviour(
+        self, section: Any, obs_space: Any, act_space: Any, problems: Callable[[int], list[str]]
+    ) -> None:
+        """Check the observations (a square ``image``) and ``problems(frame side)`` (every
+        problem of the config, raised together), then build ``section.behaviour``."""
+        image = obs_space.spaces.get("image") if isinstance(obs_space, gym.spaces.Dict) else None
+        shape = tuple(image.shape or ()) if image is not None else ()
+        if len(shape) != 3 or shape[0] != shape[1]:
+            raise ValueError(
+                f"{self.label or self.family} needs square image observations (H, W, C); got "
+                f"{obs_space} (set env.pixels=true for vector tasks)"
+            )
+        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        bad = problems(self.image_shape[0])
+        if bad:
+            raise ValueError(f"invalid {self.family} config: " + "; ".join(dict.fromkeys(bad)))
+        self.behaviour = make_behaviour(
+            section.behaviour, obs_space, act_space, self.gen, self.family
+        )
+
+    def init_policy(self, batch_size: int) -> Any:
+        return self.behaviour.init_policy(batch_size)
+
+    @torch.no_grad()
+    def policy(
+        self, carry: Any, obs: dict[str, np.ndarray], mode: Literal["explore", "eval"] = "explore"
+    ) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
+        """The behaviour policy's actions (the family itself never acts)."""
+        n = len(np.asarray(obs.get("is_first", ())))
+        self.check_policy_inputs(obs, n, mode, ("image",))
+        carry, action = self.behaviour.policy(carry, obs, mode)
+        return carry, action, {}
+
+    def random_state(self) -> Any:
+        return (self.gen.get_state(), self.behaviour.random_state())
+
+    def set_random_state(self, state: Any) -> None:
+        self.gen.set_state(state[0])
+        self.behaviour.set_random_state(state[1])
+
+    def acting_modules(self) -> dict[str, nn.Module]:
+        """None: env workers act with the behaviour policy, which no update changes."""
+        return {}

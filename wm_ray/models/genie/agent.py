@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,8 +24,7 @@ from torch import Tensor
 
 from wm_ray import metrics as M
 from wm_ray.models.common import Optimizer
-from wm_ray.models.common.agent import AgentBase
-from wm_ray.models.common.behaviour import make_behaviour
+from wm_ray.models.common.behaviour import BehaviourAgent
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
 from wm_ray.models.genie.config import RootConfig, check_config, check_root
@@ -49,7 +48,7 @@ class GenieDream:
         return int(self.tokens.shape[0])
 
 
-class GenieAgent(AgentBase):
+class GenieAgent(BehaviourAgent):
     """Genie: video tokenizer, latent action model, MaskGIT dynamics; a behaviour policy acts.
 
     Args:
@@ -61,6 +60,7 @@ class GenieAgent(AgentBase):
     """
 
     family = "genie"
+    label = "Genie"
 
     def __init__(
         self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig,
@@ -68,18 +68,9 @@ class GenieAgent(AgentBase):
     ) -> None:  # fmt: skip
         super().__init__(obs_space, act_space, config, acting)
         self.cfg = cfg = config.genie
-        image = obs_space.spaces.get("image") if isinstance(obs_space, gym.spaces.Dict) else None
-        shape = tuple(image.shape or ()) if image is not None else ()
-        if len(shape) != 3 or shape[0] != shape[1]:
-            raise ValueError(
-                f"Genie needs square image observations (H, W, C); got {obs_space} "
-                "(set env.pixels=true for vector tasks)"
-            )
-        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-        bad = check_config(cfg, self.image_shape[0]) + check_root(config)
-        if bad:
-            raise ValueError("invalid genie config: " + "; ".join(dict.fromkeys(bad)))
-        self.behaviour = make_behaviour(cfg.behaviour, obs_space, act_space, self.gen, self.family)
+        self.setup_behaviour(
+            cfg, obs_space, act_space, lambda side: check_config(cfg, side) + check_root(config)
+        )
         if acting:
             self._set_networks({})
             return
@@ -119,29 +110,8 @@ class GenieAgent(AgentBase):
         """float frames in [0, 1] -> uint8 (same layout)."""
         return unit_to_pixels(frames).cpu().numpy()
 
-    # ----------------------------------------------------------------------------- acting
-
-    def init_policy(self, batch_size: int) -> Any:
-        return self.behaviour.init_policy(batch_size)
-
-    @torch.no_grad()
-    def policy(
-        self, carry: Any, obs: dict[str, np.ndarray], mode: Literal["explore", "eval"] = "explore"
-    ) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
-        """The behaviour policy's actions (Genie itself never acts)."""
-        n = len(np.asarray(obs.get("is_first", ())))
-        self.check_policy_inputs(obs, n, mode, ("image",))
-        carry, action = self.behaviour.policy(carry, obs, mode)
-        return carry, action, {}
-
-    def random_state(self) -> Any:
-        return (self.gen.get_state(), self.behaviour.random_state())
-
-    def set_random_state(self, state: Any) -> None:
-        self.gen.set_state(state[0])
-        self.behaviour.set_random_state(state[1])
-
     # ----------------------------------------------------------------------------- learning
+    # (acting: BehaviourAgent's policy, the behaviour policy of the section)
 
     def init_train(self, batch_size: int) -> None:
         """No training carry: every replayed clip is self-contained."""
@@ -248,10 +218,6 @@ class GenieAgent(AgentBase):
         return {"openloop": self._to_uint8(torch.cat([real, recon, dream], dim=2))}
 
     # ----------------------------------------------------------------------------- weights
-
-    def acting_modules(self) -> dict[str, torch.nn.Module]:
-        """None: env workers act with the behaviour policy, which no update changes."""
-        return {}
 
     def optimizers(self) -> dict[str, Optimizer]:
         if self.acting:

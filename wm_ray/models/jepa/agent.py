@@ -17,7 +17,7 @@ frame by CEM (:mod:`~wm_ray.models.jepa.world_model`).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -26,8 +26,7 @@ from torch import Tensor
 
 from wm_ray import metrics as M
 from wm_ray.models.common import Optimizer
-from wm_ray.models.common.agent import AgentBase
-from wm_ray.models.common.behaviour import make_behaviour
+from wm_ray.models.common.behaviour import BehaviourAgent
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
 from wm_ray.models.jepa.config import RootConfig, check_config, check_root
@@ -45,7 +44,7 @@ from wm_ray.models.jepa.world_model import (
 from wm_ray.operators.tensors import image_tensor, signed
 
 
-class JEPAAgent(AgentBase):
+class JEPAAgent(BehaviourAgent):
     """I-JEPA: a ViT context encoder, a ViT predictor, an EMA target encoder; a behaviour
     policy acts.
 
@@ -58,6 +57,7 @@ class JEPAAgent(AgentBase):
     """
 
     family = "jepa"
+    label = "JEPA"
 
     def __init__(
         self, obs_space: gym.spaces.Dict, act_space: gym.Space, config: RootConfig,
@@ -65,18 +65,9 @@ class JEPAAgent(AgentBase):
     ) -> None:  # fmt: skip
         super().__init__(obs_space, act_space, config, acting)
         self.cfg = cfg = config.jepa
-        image = obs_space.spaces.get("image") if isinstance(obs_space, gym.spaces.Dict) else None
-        shape = tuple(image.shape or ()) if image is not None else ()
-        if len(shape) != 3 or shape[0] != shape[1]:
-            raise ValueError(
-                f"JEPA needs square image observations (H, W, C); got {obs_space} "
-                "(set env.pixels=true for vector tasks)"
-            )
-        self.image_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-        bad = check_config(cfg, self.image_shape[0]) + check_root(config)
-        if bad:
-            raise ValueError("invalid jepa config: " + "; ".join(dict.fromkeys(bad)))
-        self.behaviour = make_behaviour(cfg.behaviour, obs_space, act_space, self.gen, self.family)
+        self.setup_behaviour(
+            cfg, obs_space, act_space, lambda side: check_config(cfg, side) + check_root(config)
+        )
         if acting:
             self._set_networks({})
             return
@@ -134,29 +125,8 @@ class JEPAAgent(AgentBase):
         n = self.cfg.frames or count
         return cpu, torch.randperm(count, generator=cpu)[:n].sort().values
 
-    # ----------------------------------------------------------------------------- acting
-
-    def init_policy(self, batch_size: int) -> Any:
-        return self.behaviour.init_policy(batch_size)
-
-    @torch.no_grad()
-    def policy(
-        self, carry: Any, obs: dict[str, np.ndarray], mode: Literal["explore", "eval"] = "explore"
-    ) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
-        """The behaviour policy's actions (JEPA itself never acts)."""
-        n = len(np.asarray(obs.get("is_first", ())))
-        self.check_policy_inputs(obs, n, mode, ("image",))
-        carry, action = self.behaviour.policy(carry, obs, mode)
-        return carry, action, {}
-
-    def random_state(self) -> Any:
-        return (self.gen.get_state(), self.behaviour.random_state())
-
-    def set_random_state(self, state: Any) -> None:
-        self.gen.set_state(state[0])
-        self.behaviour.set_random_state(state[1])
-
     # ----------------------------------------------------------------------------- learning
+    # (acting: BehaviourAgent's policy, the behaviour policy of the section)
 
     def init_train(self, batch_size: int) -> None:
         """No training carry: every frame is an independent image."""
@@ -255,10 +225,6 @@ class JEPAAgent(AgentBase):
         return {"masks": torch.cat(strips, 1)[None].cpu().numpy()}
 
     # ----------------------------------------------------------------------------- weights
-
-    def acting_modules(self) -> dict[str, torch.nn.Module]:
-        """None: env workers act with the behaviour policy, which no update changes."""
-        return {}
 
     def optimizers(self) -> dict[str, Optimizer]:
         if self.acting:
