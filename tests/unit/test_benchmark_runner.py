@@ -276,3 +276,19 @@ def test_an_existing_benchmark_keeps_its_options(
     assert cli.main(["benchmark", "--out", str(tmp_path / "none"), "--aggregate-only"]) == 2
     assert cli.main(["benchmark", "--out", str(tmp_path / "none")]) == 2
     assert "--suite is needed" in capsys.readouterr().err
+
+
+def test_auto_parallel_fits_as_many_runs_as_the_resources_hold() -> None:
+    from wm_ray.config import Config, ResourcesConfig
+
+    cpu_run = Config()  # a learner's 2 CPUs + one env worker's 1 = 3 CPUs per run
+    assert runner.run_needs(cpu_run, single_process=False) == {"CPU": 3.0, "GPU": 0.0}
+    assert runner.auto_parallel([cpu_run] * 8, 8, {"CPU": 16.0}, False)[0] == 5  # 16 // 3
+    assert runner.auto_parallel([cpu_run] * 8, 3, {"CPU": 16.0}, False)[0] == 3  # 3 jobs left
+    k, why = runner.auto_parallel([cpu_run], 4, {"CPU": 2.0}, False)
+    assert k == 1 and "CPU 2 / 3 per run" in why  # one run always goes, as on a small machine
+    gpu_run = Config(resources=ResourcesConfig(learners=2, gpus_per_learner=1.0))
+    assert runner.auto_parallel([gpu_run] * 8, 8, {"CPU": 64.0, "GPU": 4.0}, False)[0] == 2
+    assert runner.auto_parallel([cpu_run, gpu_run], 8, {"CPU": 64.0, "GPU": 4.0}, False)[0] == 2
+    assert runner.auto_parallel([gpu_run], 8, {"CPU": 64.0}, False)[0] == 1  # no GPU: 1, fails
+    assert runner.run_needs(gpu_run, single_process=True) == {"CPU": 3.0, "GPU": 0.0}

@@ -23,6 +23,22 @@ MANIFEST = "benchmark.json"
 DEFAULT_SEEDS = 5
 
 
+def _parallel_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else _count(text)
+
+
+def _parallel(args: argparse.Namespace, configs: list[Any], jobs: int) -> tuple[int, str]:
+    """``--parallel``: the number given, or with ``auto`` as many runs as the resources hold
+    (the cluster's with ``--address``, else this machine's)."""
+    if args.parallel != "auto":
+        return int(args.parallel), ""
+    if args.address and not args.single_process:
+        have = runner.cluster_resources(args.address)
+    else:
+        have = runner.machine_resources()
+    return runner.auto_parallel(configs, jobs, have, args.single_process)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -110,10 +126,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             argv = runner.train_argv(run, how, config.run.steps, args.address, args.single_process)
             jobs.append((run, argv, state))
         counts = {s: states.count(s) for s in ("done", "resume", "restart", "new") if s in states}
+        parallel, why = _parallel(args, configs, len(jobs))
         print(
             f"benchmark {suite.name}: {len(suite.tasks)} tasks x {bench['seeds']} seeds = "
             f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-            f"at most {args.parallel} at once"
+            f"at most {parallel} at once{f' ({why})' if why else ''}"
         )
         if args.dry_run:
             for run, argv, state in jobs:
@@ -127,7 +144,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             if state == "restart":
                 print(f"{run.run_dir} stopped before its first checkpoint: starting it afresh")
                 runner.clear(run.run_dir)
-        codes = runner.execute([(run, argv) for run, argv, _ in jobs], args.parallel)
+        codes = runner.execute([(run, argv) for run, argv, _ in jobs], parallel)
         failed = [label for label, code in codes.items() if code != 0]
         for run, config in zip(runs, configs, strict=True):  # exit 0, yet no final score
             if run.label in codes and codes[run.label] == 0 and runner.score(run, config) is None:
@@ -212,11 +229,11 @@ def add_benchmark_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="the benchmark directory")
     p.add_argument(
         "--parallel",
-        type=_count,
-        default=1,
+        type=_parallel_arg,
+        default="auto",
         metavar="K",
-        help="runs at once (default 1): without --address each run starts its own embedded "
-        "Ray cluster, so keep 1 on small machines; with --address runs share the cluster",
+        help="runs at once, or auto (default): as many as the CPUs and GPUs hold (the "
+        "cluster's with --address, else this machine's) for one run's resources.* needs",
     )
     p.add_argument(
         "--address", default=None, help="the Ray cluster every run joins (auto, host:port)"

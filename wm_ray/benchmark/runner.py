@@ -165,6 +165,56 @@ def train_argv(
     return argv
 
 
+def run_needs(config: Config, single_process: bool) -> dict[str, float]:
+    """CPUs and GPUs one run holds: its placement group on the Ray runtime; in the single-process
+    loop, the learner's and one env worker's CPU shares (both run in the one process)."""
+    r = config.resources
+    if single_process:
+        return {"CPU": max(1.0, r.cpus_per_learner + r.cpus_per_env_worker), "GPU": 0.0}
+    from wm_ray.actors.placement import required  # imports ray: only for the Ray runtime
+
+    return required(r)
+
+
+def cluster_resources(address: str) -> dict[str, float]:
+    """The CPUs and GPUs of the Ray cluster at ``address`` (joined briefly as a driver)."""
+    import logging
+
+    import ray
+
+    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        return {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    finally:
+        ray.shutdown()
+
+
+def machine_resources() -> dict[str, float]:
+    """This machine's CPUs and CUDA devices (what an embedded cluster per run competes for)."""
+    import os
+
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def auto_parallel(
+    configs: Sequence[Config], jobs: int, have: dict[str, float], single_process: bool
+) -> tuple[int, str]:
+    """How many runs fit at once in ``have`` (the cluster's or the machine's CPUs and GPUs), at
+    least 1 and at most ``jobs``; with the reason, for the log. The largest run's needs decide
+    (runs of one suite differ only by task and seed, so they need the same)."""
+    needs = [run_needs(config, single_process) for config in configs] or [{"CPU": 1.0}]
+    need = {k: max(n.get(k, 0.0) for n in needs) for k in ("CPU", "GPU")}
+    fits = [int(have.get(k, 0.0) // v) for k, v in need.items() if v > 0]
+    k = max(1, min([*fits, max(jobs, 1)]))
+    why = ", ".join(
+        f"{key} {have.get(key, 0.0):g} / {value:g} per run" for key, value in need.items() if value
+    )
+    return k, f"auto: {why}"
+
+
 def execute(jobs: list[tuple[Run, list[str]]], parallel: int, echo: Any = print) -> dict[str, int]:
     """Run the commands, at most ``parallel`` at once, each one's output in its run's log;
     ``{label: exit code}``. Ctrl-C / SIGTERM stops the running ones (they checkpoint) first."""
@@ -214,12 +264,16 @@ def clear(run_dir: Path) -> None:
 
 __all__ = [
     "Run",
+    "auto_parallel",
     "check_scored",
     "clear",
+    "cluster_resources",
     "execute",
     "is_done",
+    "machine_resources",
     "plan",
     "protocol_notes",
+    "run_needs",
     "run_state",
     "score",
     "status",
