@@ -46,6 +46,17 @@ WEIGHTS_VERSION = "weights/version"
 WEIGHTS_LAG = "weights/lag"
 
 
+def episode_metric(name: str) -> str:
+    """``episode/<name>``: mean over recent training episodes of an env's per-step metric at
+    each episode's last step (``episode/success``; only for envs that report metrics)."""
+    return f"episode/{name}"
+
+
+def eval_metric(name: str) -> str:
+    """``eval/<name>``: the same mean over an evaluation's episodes (``eval/success``)."""
+    return f"eval/{name}"
+
+
 def restarts(kind: str) -> str:
     """``counters/restarts/<kind>``: restarts of one actor kind (``env-worker``, ...)."""
     return f"counters/restarts/{kind}"

@@ -31,6 +31,10 @@ OBS_KEYS = ("image", "vector")
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
 REWARD_KEY = "reward"
 ACTION_KEY = "action"
+METRIC_PREFIX = "metric/"
+"""Prefix of a vector env's per-step scalar metrics (``metric/success`` (N,) float32): reported
+by env backends (``wm_ray.envs.base.StepMetrics``), read by the driver's episode statistics and
+never passed to the policy or to replay."""
 
 Step = dict[str, Any]
 Arrays = dict[str, np.ndarray]
@@ -39,6 +43,13 @@ Arrays = dict[str, np.ndarray]
 def obs_keys(arrays: Arrays) -> list[str]:
     """The observation keys present in ``arrays``, in canonical order."""
     return [key for key in OBS_KEYS if key in arrays]
+
+
+def split_metrics(arrays: Arrays) -> tuple[Arrays, Arrays]:
+    """``(arrays without the metric keys, {metric name: values})`` (see :data:`METRIC_PREFIX`)."""
+    rest = {k: v for k, v in arrays.items() if not k.startswith(METRIC_PREFIX)}
+    metrics = {k[len(METRIC_PREFIX) :]: v for k, v in arrays.items() if k.startswith(METRIC_PREFIX)}
+    return rest, metrics
 
 
 def check_step_keys(arrays: Arrays) -> None:

@@ -50,6 +50,7 @@ from wm_ray.actors.graph import ActorGraph
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
 from wm_ray.factory import env_spaces
+from wm_ray.loops.evaluate import merge_evaluations
 from wm_ray.loops.schedule import (
     RunCounters,
     Schedule,
@@ -184,7 +185,7 @@ class Coordinator:
         c.env_restarts = max(c.env_restarts, int(result["restarts"]))
         for episode in result["episodes"]:
             lag = float(latest - episode["weights_version"])
-            self.schedule.episode(episode["return"], episode["length"], lag)
+            self.schedule.episode(episode["return"], episode["length"], lag, episode.get("metrics"))
         return int(result["acked_steps"])
 
     def _on_train(self) -> None:
@@ -267,14 +268,7 @@ class Coordinator:
         except RayActorError as err:
             self.graph.evaluators_died(err)
             return {}
-        returns = [r for part in parts for r in part["returns"]]
-        lengths = [part[M.EVAL_LENGTH] * part[M.EVAL_EPISODES] for part in parts]
-        result: dict[str, Any] = {
-            M.EVAL_RETURN: float(np.mean(returns)),
-            M.EVAL_LENGTH: float(sum(lengths) / len(returns)),
-            M.EVAL_EPISODES: len(returns),
-            "returns": returns,
-        }
+        result = merge_evaluations(parts)
         if self.schedule.evaluated(result, step):
             try:
                 ckpt.tag_checkpoint(path, "best")

@@ -144,7 +144,8 @@ class EnvWorker:
 
         Returns:
             ``env_steps`` and ``acked_steps`` of this call, ``episodes`` completed in it (each
-            tagged with ``weights_version``), ``restarts`` (env rebuilds so far),
+            tagged with ``weights_version``; with ``metrics``, e.g. ``{"success": 1.0}``, for
+            envs that report per-step metrics), ``restarts`` (env rebuilds so far),
             ``weights_version`` and ``weight_pulls`` (so far).
         """
         env_before, acked_before = self.driver.env_steps, self.acked_steps

@@ -1,7 +1,7 @@
 """Environment backends, shared wrappers and the vector env.
 
-One module per backend (``gymnasium_env``, ``atari``, ``dmc``, ``mujoco``, ``fake``; listed in
-``registry.ENV_BACKENDS``), each with
+One module per backend (``gymnasium_env``, ``atari``, ``dmc``, ``mujoco``, ``robotics``,
+``fake``; listed in ``registry.ENV_BACKENDS``), each with
 ``make(task, *, seed=None, **options) -> gymnasium.Env``, ``list_ids()``, ``owns(env_id)`` and
 ``OPTIONS``. Every env they return has a Dict observation space of ``image`` (H, W, C) uint8
 and/or ``vector`` (D,) float32, and Discrete or Box(-1, 1) actions. Heavy packages (ale_py,

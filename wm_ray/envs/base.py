@@ -10,6 +10,11 @@ Wrapper order built by :func:`standard_wrappers` (inner to outer)::
     base env -> ActionRepeat -> TimeLimit (agent steps) -> DictObservation -> AddImage
              -> RescaleAction -> clip -> DefaultSeed
 
+A backend whose envs report per-step scalar metrics (e.g. robotics' ``success``) wraps the result
+in :class:`StepMetrics` (outermost): it declares the metric names and puts their values in
+``info[METRICS_INFO_KEY]`` at every reset and step; the vector env returns them as
+``metric/<name>`` (see ``wm_ray.types.METRIC_PREFIX``).
+
 Gymnasium has no generic action-repeat wrapper (``MaxAndSkipObservation`` max-pools frames) and
 its ``AddRenderObservation`` neither resizes nor uses our keys, hence the hand-written ones here.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any, SupportsFloat, TypeVar, cast
 
 import cv2
@@ -30,8 +36,17 @@ IMAGE_KEY = "image"
 VECTOR_KEY = "vector"
 GENERIC_OPTIONS = frozenset({"pixels", "image_size", "action_repeat", "time_limit"})
 """Options every vector-observation backend accepts (besides ``seed``)."""
+METRICS_INFO_KEY = "wm_ray.metrics"
+"""``info`` key of an env's per-step scalar metrics, ``{name: float}`` (:class:`StepMetrics`)."""
 
 EnvT = TypeVar("EnvT", bound=gym.Env)
+
+
+class RetiredIdError(ValueError):
+    """An env id that cannot run here (e.g. it needs mujoco-py); the message names the id to
+    use instead. ``make_env`` passes it on unchanged."""
+
+
 StepResult = tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]
 
 
@@ -269,6 +284,53 @@ def standard_wrappers(
         env = AddImage(env, image_size)
     env = normalize_actions(env)
     return DefaultSeed(env, seed)
+
+
+class StepMetrics(gym.Wrapper):
+    """Report per-step scalar metrics: ``info[METRICS_INFO_KEY] = {name: float}`` for ``names``.
+
+    The vector env reads the names with :func:`metric_names` and returns each metric as a
+    ``metric/<name>`` (N,) float32 entry of its step dicts; the driver keeps the value at the
+    last step of every episode (e.g. ``success``) and the loops log their means.
+
+    Args:
+        env: The env to wrap (its own ``info`` is kept).
+        names: The metric names (fixed for the env's lifetime).
+        measure: Maps the env's ``info`` of a reset or step to metric values; a name it leaves
+            out is 0.0.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        names: tuple[str, ...],
+        measure: Callable[[Mapping[str, Any]], Mapping[str, float]],
+    ) -> None:
+        super().__init__(env)
+        if not names:
+            raise ValueError("StepMetrics needs at least one metric name")
+        self.metric_names = tuple(names)
+        self._measure = measure
+
+    def _report(self, info: dict[str, Any]) -> dict[str, Any]:
+        values = self._measure(info)
+        return {**info, METRICS_INFO_KEY: {k: float(values.get(k, 0.0)) for k in self.metric_names}}
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset, reporting the metrics of the reset ``info``."""
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._report(info)
+
+    def step(self, action: Any) -> StepResult:
+        """Step, reporting the metrics of the step's ``info``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._report(info)
+
+
+def metric_names(env: gym.Env) -> tuple[str, ...]:
+    """The per-step metric names ``env`` reports (see :class:`StepMetrics`); () for none."""
+    wrapper = find_wrapper(env, StepMetrics)
+    return wrapper.metric_names if wrapper is not None else ()
 
 
 def find_wrapper(env: gym.Env, kind: type[EnvT]) -> EnvT | None:

@@ -22,7 +22,7 @@ OPTIONS = GENERIC_OPTIONS
 """Keyword options of :func:`make` besides ``seed``."""
 
 # Entry-point module prefixes of other backends, and optional packages some gymnasium envs need.
-_FOREIGN = ("gymnasium.envs.mujoco", "ale_py")
+_FOREIGN = ("gymnasium.envs.mujoco", "ale_py", "gymnasium_robotics")
 _REQUIRES = {"gymnasium.envs.box2d": "Box2D", "gymnasium.envs.phys2d": "jax"}
 _REQUIRES["gymnasium.envs.tabular"] = "jax"
 
@@ -126,7 +126,7 @@ def make(
         An env following the ``wm_ray.envs`` observation/action contract.
     """
     if task in gym.registry and not owns(task):
-        raise ValueError(f"{task!r} belongs to another backend (atari or mujoco), not gymnasium")
+        raise ValueError(f"{task!r} belongs to another backend (atari, mujoco or robotics)")
     return make_registered(
         task,
         seed=seed,

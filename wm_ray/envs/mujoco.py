@@ -6,6 +6,9 @@ and rescaled to the actuator bounds inside. With ``pixels=True`` the env is made
 viewer's shadows, reflections and skybox are switched off (HalfCheetah 64x64 on 2 CPU cores:
 ~175 agent steps/s instead of ~27) and the frame is added as ``image``. ``MUJOCO_GL``
 defaults to ``egl`` on headless Linux.
+
+Retired ids (``HalfCheetah-v3``, ``Ant-v2``: gymnasium dropped the mujoco-py versions) are
+refused with the current id to use (:func:`replacement`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from typing import Any
 
 import gymnasium as gym
 
-from wm_ray.envs.base import GENERIC_OPTIONS, disable_slow_render_flags, ensure_gl_backend
+from wm_ray.envs.base import (
+    GENERIC_OPTIONS,
+    RetiredIdError,
+    disable_slow_render_flags,
+    ensure_gl_backend,
+)
 from wm_ray.envs.gymnasium_env import make_registered
 
 OPTIONS = GENERIC_OPTIONS | {"camera"}
@@ -27,7 +35,27 @@ _ENTRY = "gymnasium.envs.mujoco"
 
 
 def owns(env_id: str) -> bool:
-    """Whether ``env_id``'s gymnasium registry entry point lives in ``gymnasium.envs.mujoco``."""
+    """Whether ``env_id``'s gymnasium registry entry point lives in ``gymnasium.envs.mujoco``,
+    or ``env_id`` is an unregistered version of such an id (refused by :func:`make`)."""
+    return _registered(env_id) or replacement(env_id) is not None
+
+
+def replacement(env_id: str) -> str | None:
+    """The newest version of a MuJoCo id that gymnasium cannot make (``HalfCheetah-v3``, a
+    mujoco-py placeholder, or an unregistered version -> ``HalfCheetah-v5``); None for usable
+    and unknown ids."""
+    base, sep, version = env_id.rpartition("-v")
+    if _registered(env_id) or not sep or not version.isdigit():
+        return None
+    versions = []
+    for key in gym.registry:
+        other, _, number = key.rpartition("-v")
+        if other == base and number.isdigit() and _registered(key):
+            versions.append((int(number), key))
+    return max(versions)[1] if versions else None
+
+
+def _registered(env_id: str) -> bool:
     spec = gym.registry.get(env_id)
     return (
         spec is not None
@@ -40,7 +68,7 @@ def list_ids() -> list[str]:
     """MuJoCo ids in gymnasium's registry; [] when the ``mujoco`` package is missing."""
     if importlib.util.find_spec("mujoco") is None:
         return []
-    return sorted(key for key in gym.registry if owns(key))
+    return sorted(key for key in gym.registry if _registered(key))
 
 
 def make(
@@ -67,6 +95,12 @@ def make(
     Returns:
         An env following the ``wm_ray.envs`` observation/action contract.
     """
+    current = replacement(task)
+    if current is not None:
+        why = "needs mujoco-py, which cannot run here" if task in gym.registry else "is unknown"
+        raise RetiredIdError(
+            f"MuJoCo id {task!r} {why}; use {current!r} (the maintained version) instead"
+        )
     if not owns(task):
         raise ValueError(f"{task!r} is not a gymnasium MuJoCo id; valid ids: {list_ids()}")
     if importlib.util.find_spec("mujoco") is None:

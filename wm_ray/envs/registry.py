@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from wm_ray.config import EnvConfig
+from wm_ray.envs.base import RetiredIdError
 from wm_ray.registry import UnknownNameError, get_model_spec, lookup, nearest
 
 
@@ -52,6 +53,13 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
             ("gymnasium_mujoco",),
         ),
         EnvBackendSpec(
+            "robotics",
+            "wm_ray.envs.robotics:make",
+            "Gymnasium Robotics (FetchReach-v4, HandReach-v3, PointMaze_UMaze-v3, ...): goal "
+            "dict flattened into vector, success metric, actions in [-1, 1].",
+            ("gymnasium_robotics",),
+        ),
+        EnvBackendSpec(
             "dataset",
             "wm_ray.envs.dataset:make",
             "Offline data as an env: dataset:<dir of wm-ray ingest> plays its episodes (no "
@@ -67,9 +75,10 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
     ]
 }
 
-AUTO_ORDER = ("atari", "mujoco", "gymnasium")
-"""Order in which ``auto`` asks backends whether they own an un-prefixed id."""
-LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco")
+AUTO_ORDER = ("atari", "mujoco", "robotics", "gymnasium")
+"""Order in which ``auto`` asks backends whether they own an un-prefixed id (robotics before
+gymnasium: once gymnasium_robotics is imported its ids are in gymnasium's registry)."""
+LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco", "robotics")
 """Backends whose ids ``list_envs`` shows by default (``fake`` only when asked for)."""
 _VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
 
@@ -156,6 +165,8 @@ def make_env(env_id: str, backend: str = "auto", **kwargs: Any) -> Any:
         )
     try:
         return module.make(task, **options)
+    except RetiredIdError:
+        raise
     except (KeyError, LookupError, ValueError) as err:
         ids = module.list_ids()
         wanted = f"{spec.name}:{task}"

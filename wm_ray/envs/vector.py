@@ -3,7 +3,9 @@
 :meth:`VectorEnv.step` applies ``action[i]`` to env ``i``, except that an env whose previous
 step had ``is_last`` is reset instead (its action is ignored) and returns an ``is_first`` step
 with reward 0. Every call returns a step dict (see ``wm_ray.types``) with a leading (N,) axis:
-the observation keys, ``reward`` float32, ``is_first``, ``is_last`` and ``is_terminal`` bool.
+the observation keys, ``reward`` float32, ``is_first``, ``is_last`` and ``is_terminal`` bool,
+and for envs that report per-step metrics (``wm_ray.envs.base.StepMetrics``) one
+``metric/<name>`` float32 entry per metric (the driver keeps them out of the policy and replay).
 
 Seeding: env ``i`` is seeded with ``seed + i`` on its first reset; later resets do not reseed.
 
@@ -31,9 +33,10 @@ from wm_ray.envs.vector_worker import (
     EnvSlot,
     MakeFn,
     Transition,
+    env_spaces,
     log_rebuild,
 )
-from wm_ray.types import FLAG_KEYS, OBS_KEYS, REWARD_KEY
+from wm_ray.types import FLAG_KEYS, METRIC_PREFIX, OBS_KEYS, REWARD_KEY
 
 
 class VectorEnv:
@@ -52,6 +55,7 @@ class VectorEnv:
         act_space: Action space of a single env.
         num_envs: N.
         restarts: Env rebuilds after an exception or a dead subprocess.
+        metric_names: Per-step metrics the envs report (``metric/<name>`` step entries).
     """
 
     def __init__(
@@ -79,14 +83,14 @@ class VectorEnv:
             if mode == "serial":
                 self._slots = [EnvSlot(make_fn, i, seed) for i in range(num_envs)]
                 envs = [slot.env for slot in self._slots if slot.env is not None]
-                all_spaces = [(env.observation_space, env.action_space) for env in envs]
+                all_spaces = [env_spaces(env) for env in envs]
             else:
                 methods = mp.get_all_start_methods()
                 self._ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
                 for i in range(num_envs):  # start all, then wait: envs build in parallel
                     self._children.append(ChildHandle(self._ctx, make_fn, i, seed, 0))
                 all_spaces = [child.wait_ready() for child in self._children]
-            obs_space, self.act_space = all_spaces[0]
+            obs_space, self.act_space, self.metric_names = all_spaces[0]
             if any(pair != all_spaces[0] for pair in all_spaces):
                 raise ValueError(f"envs built by {make_fn!r} have different spaces: {all_spaces}")
             if not isinstance(obs_space, spaces.Dict):
@@ -199,6 +203,9 @@ class VectorEnv:
         out[REWARD_KEY] = np.array([r[1] for r in results], np.float32)
         for position, key in enumerate(FLAG_KEYS, start=2):
             out[key] = np.array([r[position] for r in results], bool)
+        for name in self.metric_names:
+            values = [r[5].get(name, np.nan) for r in results]
+            out[METRIC_PREFIX + name] = np.array(values, np.float32)
         return out
 
     def close(self) -> None:

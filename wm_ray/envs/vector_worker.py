@@ -20,11 +20,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from wm_ray.envs.base import METRICS_INFO_KEY, metric_names
+
 logger = logging.getLogger(__name__)
 
 MakeFn = Callable[[int], gym.Env]
-Transition = tuple[dict[str, np.ndarray], float, bool, bool, bool]
-"""(obs, reward, is_first, is_last, is_terminal) of one env."""
+Transition = tuple[dict[str, np.ndarray], float, bool, bool, bool, dict[str, float]]
+"""(obs, reward, is_first, is_last, is_terminal, metrics) of one env; ``metrics`` holds the
+env's per-step metrics (``info[METRICS_INFO_KEY]``, empty for envs without any)."""
+Spaces = tuple[spaces.Space, spaces.Space, tuple[str, ...]]
+"""(observation space, action space, metric names) of one env."""
 
 MAX_REBUILDS = 3
 """Consecutive failed rebuilds of one env before the error is raised."""
@@ -61,6 +66,15 @@ def check_observation(obs: Any, space: Any, index: int) -> None:
                 f"env {index} returned observation {key!r} with {bad} NaN or inf values; "
                 "observations must be finite"
             )
+
+
+def env_spaces(env: gym.Env) -> Spaces:
+    """The spaces and metric names of an env (what a vector env checks across its envs)."""
+    return env.observation_space, env.action_space, metric_names(env)
+
+
+def _metrics(info: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in info.get(METRICS_INFO_KEY, {}).items()}
 
 
 def derive_seed(seed: int, index: int, restarts: int) -> int:
@@ -112,17 +126,17 @@ class EnvSlot:
         assert self.env is not None
         space = self.env.observation_space
         if action is None:
-            obs, _ = self.env.reset(seed=self._next_seed)
+            obs, info = self.env.reset(seed=self._next_seed)
             check_observation(obs, space, self.index)
             self._next_seed = None
             self._done = False
-            return obs, 0.0, True, False, False
-        obs, reward, terminated, truncated, _ = self.env.step(action)
+            return obs, 0.0, True, False, False, _metrics(info)
+        obs, reward, terminated, truncated, info = self.env.step(action)
         check_observation(obs, space, self.index)
         if not math.isfinite(float(reward)):
             raise ObservationError(f"env {self.index} returned reward {reward}; it must be finite")
         self._done = bool(terminated or truncated)
-        return obs, float(reward), False, self._done, bool(terminated)
+        return obs, float(reward), False, self._done, bool(terminated), _metrics(info)
 
     def _guarded(self, action: Any) -> Transition:
         try:
@@ -177,14 +191,14 @@ def worker_main(
 ) -> None:
     """Child process loop: serve ("reset" | "step" | "close", payload) requests for one env.
 
-    Replies are ("ready", (obs_space, act_space)), ("ok", (transition, rebuild errors)) or
-    ("error", traceback) for failures that rebuilding could not fix.
+    Replies are ("ready", (obs_space, act_space, metric names)), ("ok", (transition, rebuild
+    errors)) or ("error", traceback) for failures that rebuilding could not fix.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         slot = EnvSlot(make_fn, index, seed, restarts)
         assert slot.env is not None
-        conn.send(("ready", (slot.env.observation_space, slot.env.action_space)))
+        conn.send(("ready", env_spaces(slot.env)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
         conn.close()
@@ -222,8 +236,8 @@ class ChildHandle:
         self.process.start()
         child_conn.close()
 
-    def wait_ready(self) -> tuple[spaces.Space, spaces.Space]:
-        """Wait until the env is built; its (observation space, action space)."""
+    def wait_ready(self) -> Spaces:
+        """Wait until the env is built; its (observation space, action space, metric names)."""
         try:
             kind, payload = self.recv()
         except (EOFError, ConnectionResetError) as error:

@@ -22,10 +22,11 @@ import numpy as np
 
 from wm_ray.config import Config, ResourcesConfig
 from wm_ray.config_io import save_config
+from wm_ray.episodes import metric_values
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.setup import make_vector_env
-from wm_ray.metrics import JsonlSink, Progress
+from wm_ray.metrics import JsonlSink, Progress, episode_metric
 from wm_ray.replay import Replay, StreamWriter
 from wm_ray.rundir.open import resolve_run_dir
 from wm_ray.rundir.paths import shard_directory, shard_relpath
@@ -83,13 +84,17 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
         )
         start = time.perf_counter()
         returns: list[float] = []
+        metric_history: dict[str, list[float]] = {}  # env metrics at episodes' last steps
         log_every = max(config.logging.every, venv.num_envs)
         while driver.env_steps < config.run.steps:
             target = driver.env_steps + min(log_every, config.run.steps - driver.env_steps)
             while driver.env_steps < target:
                 driver.step()
                 bar.tick(driver.env_steps)
-            returns += [ep["return"] for ep in driver.episodes.pop()]
+            done = driver.episodes.pop()
+            returns += [ep["return"] for ep in done]
+            for name, values in metric_values(done).items():
+                metric_history.setdefault(name, []).extend(values)
             elapsed = time.perf_counter() - start
             record = {
                 "step": driver.env_steps,
@@ -100,6 +105,8 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
             }
             if returns:
                 record["episode/return"] = float(np.mean(returns[-100:]))
+            for name, values in metric_history.items():
+                record[episode_metric(name)] = float(np.mean(values[-100:]))
             metrics.write(record)
             bar.tick(driver.env_steps, ret=record.get("episode/return", float("nan")))
         writer.flush()
@@ -120,6 +127,8 @@ def collect(config: Config, run_dir: str | Path, progress: bool = True) -> dict[
             "env_restarts": venv.restarts,
             "replay": replay.stats(),
         }
+        for name, values in metric_history.items():
+            summary[f"mean_{name}"] = float(np.mean(values))
         if replay.can_sample():
             batch = replay.sample()
             summary["sample_shapes"] = {k: list(v.shape) for k, v in batch.items()}

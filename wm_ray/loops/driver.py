@@ -11,7 +11,7 @@ import numpy as np
 from wm_ray.core import Agent
 from wm_ray.envs.vector import VectorEnv
 from wm_ray.episodes import EpisodeStats
-from wm_ray.types import ACTION_KEY
+from wm_ray.types import ACTION_KEY, split_metrics
 
 StepSink = Callable[[dict[str, np.ndarray]], Any]
 
@@ -20,6 +20,9 @@ class Driver:
     """Collects experience: ``obs -> policy -> {**obs, action} -> sinks -> venv.step(action)``.
 
     A stored step pairs an observation with the action chosen at it (see ``wm_ray.types``).
+    The vector env's ``metric/<name>`` entries go to the episode statistics only (each finished
+    episode keeps the values of its last step): the policy and the sinks (replay writers) never
+    see them.
     """
 
     def __init__(
@@ -62,8 +65,8 @@ class Driver:
         """One vector step; returns the number of episodes that completed."""
         if self._obs is None:
             self.reset()
-        obs = self._obs
-        assert obs is not None
+        assert self._obs is not None
+        obs, _ = split_metrics(self._obs)
         start = time.perf_counter()
         self._carry, action, _ = self.agent.policy(self._carry, obs, mode=self.mode)
         self.policy_time += time.perf_counter() - start
@@ -71,7 +74,7 @@ class Driver:
         for sink in self.sinks:
             sink(step)
         before = len(self.episodes)
-        self.episodes.add(obs)
+        self.episodes.add(self._obs)
         start = time.perf_counter()
         self._obs = self.venv.step(step[ACTION_KEY])
         self.env_time += time.perf_counter() - start

@@ -10,7 +10,9 @@ import numpy as np
 
 from wm_ray.core import Agent
 from wm_ray.envs.vector import VectorEnv
+from wm_ray.episodes import metric_values
 from wm_ray.loops.driver import Driver
+from wm_ray.metrics import eval_metric
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +22,10 @@ def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) 
 
     Returns:
         ``eval/return`` and ``eval/length`` (means), ``eval/episodes``, the per-episode
-        ``returns`` list, and with ``video`` for image tasks ``frames`` (T, H, W, C) uint8 of the
-        first episode of env 0.
+        ``returns`` list; for envs that report per-step metrics ``eval/<name>`` (mean of the
+        value at each episode's last step, e.g. ``eval/success``) and ``episode_metrics``
+        (``{name: per-episode values}``); and with ``video`` for image tasks ``frames``
+        (T, H, W, C) uint8 of the first episode of env 0.
     """
     frames: list[np.ndarray] = []
     recording = video and "image" in venv.obs_space.spaces
@@ -47,9 +51,36 @@ def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) 
         "eval/episodes": len(done),
         "returns": returns,
     }
+    values = metric_values(done)
+    for name, per_episode in values.items():
+        out[eval_metric(name)] = float(np.mean(per_episode))
+    if values:
+        out["episode_metrics"] = values
     if frames:
         out["frames"] = np.stack(frames)
     return out
+
+
+def merge_evaluations(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result of several :func:`evaluate` results (e.g. of several eval workers): the
+    means over all their episodes; no ``frames``."""
+    returns = [r for part in parts for r in part["returns"]]
+    lengths = [part["eval/length"] * part["eval/episodes"] for part in parts]
+    result: dict[str, Any] = {
+        "eval/return": float(np.mean(returns)),
+        "eval/length": float(sum(lengths) / len(returns)),
+        "eval/episodes": len(returns),
+        "returns": returns,
+    }
+    values: dict[str, list[float]] = {}
+    for part in parts:
+        for name, per_episode in part.get("episode_metrics", {}).items():
+            values.setdefault(name, []).extend(per_episode)
+    for name, per_episode in values.items():
+        result[eval_metric(name)] = float(np.mean(per_episode))
+    if values:
+        result["episode_metrics"] = values
+    return result
 
 
 def evaluate_run(

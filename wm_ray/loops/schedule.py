@@ -134,6 +134,7 @@ class Schedule:
         self.returns: list[float] = []
         self.lengths: list[float] = []
         self.lags: list[float] = []
+        self.episode_metrics: dict[str, list[float]] = {}
         self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.nonfinite_run = 0
         self.progress = Progress(
@@ -151,9 +152,18 @@ class Schedule:
         self.counters.seconds = self.offset + time.perf_counter() - self.start
         return self.counters.seconds
 
-    def episode(self, ret: float, length: float, lag: float | None = None) -> None:
-        """A finished training episode (and the weights lag it was collected with)."""
+    def episode(
+        self,
+        ret: float,
+        length: float,
+        lag: float | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """A finished training episode (the weights lag it was collected with, and the env's
+        per-step metrics at its last step, logged as ``episode/<name>``)."""
         self.counters.episodes += 1
+        for name, value in (metrics or {}).items():
+            self.episode_metrics.setdefault(name, []).append(float(value))
         self.returns.append(float(ret))
         self.recent.append(float(ret))
         self.lengths.append(float(length))
@@ -292,6 +302,9 @@ class Schedule:
             record[M.EPISODE_RETURN] = float(np.mean(self.returns))
             record[M.EPISODE_LENGTH] = float(np.mean(self.lengths))
             self.returns, self.lengths = [], []
+        for name, values in self.episode_metrics.items():
+            record[M.episode_metric(name)] = float(np.mean(values))
+        self.episode_metrics = {}
         if self.lags:
             record[M.WEIGHTS_LAG] = float(np.mean(self.lags))
             self.lags = []

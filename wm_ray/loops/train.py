@@ -184,7 +184,9 @@ class Trainer:
                 self.driver.step()
                 c.env_steps += self.venv.num_envs
                 for episode in self.driver.episodes.pop():
-                    schedule.episode(episode["return"], episode["length"])
+                    schedule.episode(
+                        episode["return"], episode["length"], metrics=episode.get("metrics")
+                    )
                 self._train_owed()
                 schedule.tick(self.replay.inserted, self.replay.sampled)
                 extra: dict[str, Any] = {}
