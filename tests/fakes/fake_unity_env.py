@@ -30,8 +30,9 @@ is sent in the same output as the terminal step. Observations, in this order:
 - with ``--visuals 2``: ``depth`` (12, 16, 1) as raw floats, uniform ``step / episode_length``.
 
 ``--agents N`` puts N agents in the behaviour, ``--behaviors 2`` adds a second behaviour
-(``Other``). With ``FAKE_UNITY_RECORD`` set, it appends one JSON line (pid, argv, port, seed) to
-that file after the initialization.
+(``Other``), ``--hang-at K`` makes the process stop answering (alive) at its K-th step. With
+``FAKE_UNITY_RECORD`` set, it appends one JSON line (pid, argv, port, seed) to that file after
+the initialization.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import json
 import os
 import struct
 import sys
+import time
 import uuid
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # as quiet as a player, before grpc loads
@@ -199,6 +201,7 @@ def main() -> int:
     parser.add_argument("--behaviors", type=int, choices=(1, 2), default=1)
     parser.add_argument("--episode-length", type=int, default=5)
     parser.add_argument("--interrupted", action="store_true")
+    parser.add_argument("--hang-at", type=int, default=0, help="stop answering at this step")
     args, _unity_args = parser.parse_known_args()  # -nographics, -batchmode, -logFile, ...
 
     channel = grpc.insecure_channel(f"localhost:{args.mlagents_port}")
@@ -224,7 +227,7 @@ def main() -> int:
             with open(record, "a") as f:
                 f.write(json.dumps({**line, "seed": seed}) + "\n")
         reply = stub.Exchange(UnityMessageProto(header=HeaderProto(status=200)))
-        first = True
+        first, steps = True, 0
         while reply.header.status == 200:
             rl_input = reply.unity_input.rl_input
             game.read_side_channel(rl_input.side_channel)
@@ -234,6 +237,9 @@ def main() -> int:
                 game.reset()
                 infos = game.infos(np.zeros(args.agents), done=False)
             else:
+                steps += 1
+                if steps == args.hang_at:
+                    time.sleep(3600)  # a hung player: alive, silent
                 infos = game.step(list(rl_input.agent_actions[BEHAVIOR].value))
             reply = stub.Exchange(output(game, infos, first))
             first = False

@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -176,6 +177,20 @@ def test_killed_build_is_rebuilt_counted_and_starts_a_new_episode(build) -> None
         assert rebuilt.pid != pid and _alive(rebuilt.pid) and rebuilt.port == port  # freed
         step = venv.step(np.ones((2, 2), np.float32))
         assert not step["is_first"].any() and step["reward"].tolist() == [1.0, 1.0]
+
+
+def test_hung_build_times_out_after_timeout_wait_and_is_rebuilt(build) -> None:
+    factory = EnvFactory(f"unity:{build('--visuals 0', '--hang-at 2')}", **FAST)
+    with VectorEnv(factory, 1, seed=0) as venv:
+        venv.reset()
+        venv.step(np.zeros((1, 2), np.float32))
+        hung = venv._slots[0].env.unwrapped.pid
+        start = time.monotonic()
+        step = venv.step(np.zeros((1, 2), np.float32))  # the player stops answering
+        waited = time.monotonic() - start
+        assert step["is_first"].tolist() == [True] and venv.restarts == 1
+        assert FAST["timeout_wait"] <= waited < FAST["timeout_wait"] + 5, waited
+        assert not _alive(hung) and venv._slots[0].env.unwrapped.pid != hung  # killed
 
 
 def test_refusals_name_the_problem_and_free_the_port(build, tmp_path: Path) -> None:

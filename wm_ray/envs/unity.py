@@ -28,7 +28,8 @@ deterministic given ``UnityEngine.Random`` (physics and frame timing may not be)
 
 Failures: an ML-Agents error (the process died, a timeout after ``timeout_wait`` seconds) is
 raised from ``reset``/``step`` as :class:`UnityEnvError` naming the build, port and pid, so the
-vector env rebuilds the env; closing kills the process and frees the port.
+vector env rebuilds the env; closing stops the process (a failed one is killed at once) and
+frees the port.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ class UnityEnv(gym.Env):
         self._lease: PortLease | None = None
         self._spec: Any = None
         self._agent: int | None = None
+        self._broken = False
         try:
             self._launch(seed)
             self._build_spaces(camera)
@@ -145,7 +146,7 @@ class UnityEnv(gym.Env):
                 raise UnityEnvError(f"starting Unity {where} failed: {error}") from error
             self._lease = lease
             break
-        self._launch_seed, self._fresh = seed, True
+        self._launch_seed, self._fresh, self._broken = seed, True, False
         self._call(self._env.reset)
         for _ in range(MAX_IDLE_STEPS):  # behaviours appear with their agents' first decisions
             if self._env.behavior_specs:
@@ -229,6 +230,7 @@ class UnityEnv(gym.Env):
         try:
             method()
         except UnityException as error:
+            self._broken = True
             raise UnityEnvError(
                 f"{self._where()} failed: {type(error).__name__}: {error}"
             ) from error
@@ -333,6 +335,9 @@ class UnityEnv(gym.Env):
         env, self._env = self._env, None
         if env is not None:
             atexit.unregister(env._close)  # ML-Agents registers every env, keeping it alive
+            process = getattr(env, "_process", None)
+            if self._broken and process is not None and process.poll() is None:
+                process.kill()  # hung or half-dead: no point waiting for it to quit
             try:
                 env._close(timeout=CLOSE_WAIT_S)  # close() would wait timeout_wait (60 s)
             except Exception:  # best effort on a broken connection
