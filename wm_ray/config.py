@@ -77,6 +77,8 @@ class EnvConfig:
         "sticky_actions": (0, 1),
         "time_limit": (1, None),
         "image_size": (8, 1024),
+        "base_port": (1, 65535),
+        "timeout_wait": (10, None),
     }
 
     id: str = "CartPole-v1"
@@ -106,9 +108,23 @@ class EnvConfig:
     time_limit: int | None = None
     """Maximum agent steps per episode (truncation); None keeps the task's own limit."""
     camera: int | None = None
-    """dm_control camera id (0, or 2 for quadruped)."""
+    """dm_control camera id (0, or 2 for quadruped); Unity: which visual observation is the
+    ``image`` (its index among the behaviour's visual observations), needed when it has several."""
     full_action_space: bool | None = None
     """ALE: all 18 actions instead of the game's minimal set."""
+    behavior: str | None = None
+    """Unity: the behaviour to drive when the build has several (its name, ``?team=0`` optional)."""
+    worker_id: int | None = None
+    """Unity: offset of the first port tried from ``base_port``; each env takes the lowest free
+    port from there (leased, so vector envs and env workers on a node never share one)."""
+    base_port: int | None = None
+    """Unity: first port of the search (5005; unity:editor uses exactly this port, 5004)."""
+    timeout_wait: int | None = None
+    """Unity: seconds to wait for the build to start and to answer each step (60; at least 10)."""
+    no_graphics: bool | None = None
+    """Unity: launch the build with -nographics -batchmode (no rendering, vector observations)."""
+    time_scale: float | None = None
+    """Unity: engine time scale sent through the engine configuration side channel (20)."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
             ("gymnasium_robotics",),
         ),
         EnvBackendSpec(
+            "unity",
+            "wm_ray.envs.unity:make",
+            "Unity ML-Agents: unity:<path to a build's executable> or unity:editor; one behaviour, "
+            "one agent per env, visual obs -> image, vector obs -> vector.",
+            ("mlagents",),
+        ),
+        EnvBackendSpec(
             "dataset",
             "wm_ray.envs.dataset:make",
             "Offline data as an env: dataset:<dir of wm-ray ingest> plays its episodes (no "
@@ -78,7 +85,7 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
 AUTO_ORDER = ("atari", "mujoco", "robotics", "gymnasium")
 """Order in which ``auto`` asks backends whether they own an un-prefixed id (robotics before
 gymnasium: once gymnasium_robotics is imported its ids are in gymnasium's registry)."""
-LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco", "robotics")
+LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco", "robotics", "unity")
 """Backends whose ids ``list_envs`` shows by default (``fake`` only when asked for)."""
 _VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
 
