@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wm_ray.bench import add_bench_parser
 from wm_ray.benchmark.command import add_benchmark_parser
+from wm_ray.cli_text import PARSER_TEXT
 from wm_ray.config import Config
 from wm_ray.ingest.command import add_ingest_parser
 from wm_ray.jobs import add_submit_parser
@@ -256,9 +257,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wm-ray", description="World-model reinforcement learning on Ray."
-    )
+    parser = argparse.ArgumentParser(prog="wm-ray", **PARSER_TEXT)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list models, envs, env backends or config presets")

@@ -108,3 +108,22 @@ def test_import_and_gymnasium_envs_stay_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wm_ray_help_names_an_env_id_of_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    from wm_ray import cli
+    from wm_ray.envs.registry import ENV_BACKENDS
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    shown = capsys.readouterr().out
+    missing = [
+        name
+        for name, spec in ENV_BACKENDS.items()
+        if name != "fake"
+        and f"{name}:" not in shown
+        and not any(f"{alias}:" in shown for alias in spec.aliases)
+        and name not in ("gymnasium", "mujoco")  # plain ids: CartPole-v1, HalfCheetah-v5
+    ]
+    assert not missing, f"wm-ray --help shows no env id of backend(s) {missing}"
+    assert "CartPole-v1" in shown and "HalfCheetah-v5" in shown
