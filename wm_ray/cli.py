@@ -90,7 +90,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("\n".join(list_presets()))
     else:
         backends = [args.backend] if args.backend else None
-        for name in backends or ["gymnasium", "atari", "dmc", "mujoco"]:
+        for name in backends or list(envs.LISTED_BACKENDS):
             try:
                 ids = envs.list_envs(model=args.model, backend=name)
             except ImportError as err:
