@@ -119,7 +119,7 @@ def test_action_repeat_sums_rewards_inside_one_step_and_stops_at_the_end() -> No
         assert step["is_terminal"][0] and step2["is_first"][0] and step2["reward"][0] == 0
 
 
-def test_a_non_finite_step_resets_the_whole_batch_and_counts_a_restart() -> None:
+def test_a_non_finite_step_resets_the_batch_counts_a_restart_and_repeats_raise() -> None:
     with _make(3, seed=0) as venv:
         venv.reset()
         actions = np.zeros((3, 1), np.float32)
@@ -128,6 +128,12 @@ def test_a_non_finite_step_resets_the_whole_batch_and_counts_a_restart() -> None
         assert step["is_first"].all() and not step["reward"].any() and venv.restarts == 1
         assert np.isfinite(step["vector"]).all()
         assert not venv.step(np.zeros((3, 1), np.float32))["is_first"].any()
+        for restarts in (2, 3, 4):  # a failure that repeats: three more restarts, then it raises
+            venv.step(actions)
+            assert venv.restarts == restarts
+        with pytest.raises(RuntimeError, match="failed 4 times in a row"):
+            venv.step(actions)
+        assert venv.restarts == 5
 
 
 def test_make_vector_env_builds_the_batched_env_from_a_config() -> None:

@@ -17,7 +17,8 @@ with ``seed + i``), so env ``i`` of a batch steps exactly like env 0 of a batch 
 
 Crash recovery: if the jitted step raises or returns a non-finite observation, the whole batch
 is reset with keys derived from (seed, i, restarts), every env returns ``is_first`` and
-``restarts`` grows by one; three failures in a row (no good step between) raise.
+``restarts`` grows by one. A fourth failure (of a step or of the reset) with no good step
+since the first one raises ``RuntimeError``, so a deterministic failure cannot loop forever.
 
 Pixels: the MuJoCo model of the Brax system is rendered per env with ``mujoco.Renderer`` from
 the env's ``q``/``qd`` (shadows, reflections and skybox off), from ``camera`` or else the
@@ -211,6 +212,7 @@ class BraxVectorEnv:
         self._seed = seed
         self._closed = False
         self._reseeded = False
+        self._failures = 0
         self._renderer: _Renderer | None = None
         if pixels:
             model = getattr(getattr(env, "sys", None), "mj_model", None)
@@ -285,27 +287,37 @@ class BraxVectorEnv:
             )
         self._pending = None
         self._reseeded = False
-        failures = 0
+        try:
+            carry, out = self._step_fn(self._carry, action)
+            step = self._host(out)
+        except Exception as error:  # any failure of the jitted physics or non-finite output
+            return self._recover(error)
+        self._carry = carry
+        self._failures = 0
+        return step
+
+    def _recover(self, error: Exception) -> dict[str, np.ndarray]:
+        """Reset the whole batch with fresh keys after a failed step: every env ``is_first``."""
         while True:
+            self._failures += 1
+            self.restarts += 1
+            logger.warning(
+                "brax:%s batch reset after %r (restart %d)", self._task, error, self.restarts
+            )
+            if self._failures > MAX_REBUILDS:
+                self.close()
+                raise RuntimeError(
+                    f"brax:{self._task} failed {self._failures} times in a row (no good step "
+                    "between); giving up"
+                ) from error
             try:
-                if failures == 0:
-                    carry, out = self._step_fn(self._carry, action)
-                else:
-                    carry, out = self._reset_fn(self._keys(self.restarts), self._limit)
+                carry, out = self._reset_fn(self._keys(self.restarts), self._limit)
                 step = self._host(out)
-                self._carry = carry
-                return step
-            except Exception as error:
-                failures += 1
-                self.restarts += 1
-                logger.warning(
-                    "brax:%s batch reset after %r (restart %d)", self._task, error, self.restarts
-                )
-                if failures > MAX_REBUILDS:
-                    self.close()
-                    raise RuntimeError(
-                        f"brax:{self._task} failed {MAX_REBUILDS} batch resets in a row"
-                    ) from error
+            except Exception as reset_error:
+                error = reset_error
+                continue
+            self._carry = carry
+            return step
 
     def _check_open(self) -> None:
         if self._closed:
