@@ -88,7 +88,8 @@ class EnvConfig:
     num_envs: int = 4
     """Envs per vector env (per env worker)."""
     vector: Literal["serial", "subprocess"] = "serial"
-    """serial: envs step in this process; subprocess: one process per env."""
+    """serial: envs step in this process; subprocess: one process per env. A natively batched
+    backend (Brax) steps all envs in one call in this process and refuses subprocess."""
     pixels: bool = False
     """Add a rendered ``image`` to vector-observation envs."""
     image_size: int = 64
@@ -96,7 +97,8 @@ class EnvConfig:
     grayscale: bool = False
     """ALE: grayscale frames (H, W, 1)."""
     action_repeat: int | None = None
-    """Agent steps repeat the action this often (ALE frameskip 4, dm_control 2, otherwise 1)."""
+    """Agent steps repeat the action this often (ALE frameskip 4, dm_control 2, otherwise 1;
+    Brax repeats inside its jitted step)."""
     sticky_actions: float | None = None
     """ALE repeat_action_probability (0.25 by default)."""
     noop_max: int | None = None
@@ -108,8 +110,10 @@ class EnvConfig:
     time_limit: int | None = None
     """Maximum agent steps per episode (truncation); None keeps the task's own limit."""
     camera: int | None = None
-    """dm_control camera id (0, or 2 for quadruped); Unity: which visual observation is the
-    ``image`` (its index among the behaviour's visual observations), needed when it has several."""
+    """Camera id: dm_control (0, or 2 for quadruped), gymnasium MuJoCo, Brax (MuJoCo id, -1 the
+    free camera; default the model's ``track`` camera, else the free one); Unity: which visual
+    observation is the ``image`` (its index among the behaviour's visual observations), needed
+    when it has several."""
     full_action_space: bool | None = None
     """ALE: all 18 actions instead of the game's minimal set."""
     behavior: str | None = None

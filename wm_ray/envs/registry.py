@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from wm_ray.config import EnvConfig
 from wm_ray.envs.base import RetiredIdError
+from wm_ray.envs.vector import VectorEnvLike
 from wm_ray.registry import UnknownNameError, get_model_spec, lookup, nearest
 
 
@@ -53,6 +54,12 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
             ("gymnasium_mujoco",),
         ),
         EnvBackendSpec(
+            "brax",
+            "wm_ray.envs.brax_env:make",
+            "Brax (JAX physics): brax:ant, brax:inverted_pendulum, ...; N envs batched in one "
+            "jitted call, vector obs; pixels=True renders the MuJoCo model.",
+        ),
+        EnvBackendSpec(
             "robotics",
             "wm_ray.envs.robotics:make",
             "Gymnasium Robotics (FetchReach-v4, HandReach-v3, PointMaze_UMaze-v3, ...): goal "
@@ -85,7 +92,7 @@ ENV_BACKENDS: dict[str, EnvBackendSpec] = {
 AUTO_ORDER = ("atari", "mujoco", "robotics", "gymnasium")
 """Order in which ``auto`` asks backends whether they own an un-prefixed id (robotics before
 gymnasium: once gymnasium_robotics is imported its ids are in gymnasium's registry)."""
-LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco", "robotics", "unity")
+LISTED_BACKENDS = ("gymnasium", "atari", "dmc", "mujoco", "brax", "robotics", "unity")
 """Backends whose ids ``list_envs`` shows by default (``fake`` only when asked for)."""
 _VECTOR_FIELDS = ("id", "backend", "num_envs", "vector")
 
@@ -163,6 +170,41 @@ def make_env(env_id: str, backend: str = "auto", **kwargs: Any) -> Any:
     """
     spec, task = resolve_env(env_id, backend)
     module = backend_module(spec.name)
+    return _call_backend(spec, module, env_id, task, module.make, {}, kwargs)
+
+
+def is_natively_batched(env_id: str, backend: str = "auto") -> bool:
+    """Whether the env's backend steps a whole batch itself (defines ``make_vector``)."""
+    spec, _ = resolve_env(env_id, backend)
+    return hasattr(backend_module(spec.name), "make_vector")
+
+
+def make_batched_env(
+    env_id: str, num_envs: int, seed: int, backend: str = "auto", **kwargs: Any
+) -> VectorEnvLike:
+    """A natively batched backend's vector env: ``make_vector(task, num_envs, seed, **options)``.
+
+    It has :class:`~wm_ray.envs.vector.VectorEnv`'s interface (see ``VectorEnvLike``); options,
+    unknown tasks and ``None`` values are handled as in :func:`make_env`.
+    """
+    spec, task = resolve_env(env_id, backend)
+    module = backend_module(spec.name)
+    if not hasattr(module, "make_vector"):
+        raise ValueError(f"env backend {spec.name!r} has no natively batched envs (make_vector)")
+    fixed = {"num_envs": num_envs, "seed": seed}
+    return _call_backend(spec, module, env_id, task, module.make_vector, fixed, kwargs)
+
+
+def _call_backend(
+    spec: EnvBackendSpec,
+    module: ModuleType,
+    env_id: str,
+    task: str,
+    factory: Any,
+    fixed: dict[str, Any],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``factory(task, **fixed, **options)``: refuses unused options, hints unknown tasks."""
     options = {k: v for k, v in kwargs.items() if v is not None}
     unused = sorted(set(options) - set(module.OPTIONS) - {"seed"})
     if unused:
@@ -171,7 +213,7 @@ def make_env(env_id: str, backend: str = "auto", **kwargs: Any) -> Any:
             f"it takes: {', '.join(sorted(module.OPTIONS | {'seed'}))}"
         )
     try:
-        return module.make(task, **options)
+        return factory(task, **fixed, **options)
     except RetiredIdError:
         raise
     except (KeyError, LookupError, ValueError) as err:
@@ -212,8 +254,10 @@ __all__ = [
     "backend_module",
     "env_options",
     "get_env_backend_spec",
+    "is_natively_batched",
     "list_env_backends",
     "list_envs",
+    "make_batched_env",
     "make_configured_env",
     "make_env",
     "resolve_env",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +37,34 @@ from wm_ray.envs.vector_worker import (
     log_rebuild,
 )
 from wm_ray.types import FLAG_KEYS, METRIC_PREFIX, OBS_KEYS, REWARD_KEY
+
+
+class VectorEnvLike(Protocol):
+    """What the loops use of a vector env: :class:`VectorEnv`, or a natively batched backend's
+    env (a backend module's ``make_vector``, e.g. Brax), with the same step semantics."""
+
+    obs_space: spaces.Dict
+    act_space: spaces.Space
+    num_envs: int
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def pids(self) -> list[int]: ...
+
+    def reset(self) -> dict[str, np.ndarray]: ...
+
+    def step(self, action: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VectorEnvLike: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
 
 class VectorEnv:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wm_ray.core import Agent
-from wm_ray.envs.vector import VectorEnv
+from wm_ray.envs.vector import VectorEnvLike
 from wm_ray.episodes import EpisodeStats
 from wm_ray.types import ACTION_KEY, split_metrics
 
@@ -27,7 +27,7 @@ class Driver:
 
     def __init__(
         self,
-        venv: VectorEnv,
+        venv: VectorEnvLike,
         agent: Agent,
         sinks: tuple[StepSink, ...] = (),
         mode: Literal["explore", "eval"] = "explore",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from wm_ray.core import Agent
-from wm_ray.envs.vector import VectorEnv
+from wm_ray.envs.vector import VectorEnvLike
 from wm_ray.episodes import metric_values
 from wm_ray.loops.driver import Driver
 from wm_ray.metrics import eval_metric
@@ -17,7 +17,9 @@ from wm_ray.metrics import eval_metric
 logger = logging.getLogger(__name__)
 
 
-def evaluate(agent: Agent, venv: VectorEnv, episodes: int, video: bool = False) -> dict[str, Any]:
+def evaluate(
+    agent: Agent, venv: VectorEnvLike, episodes: int, video: bool = False
+) -> dict[str, Any]:
     """Run ``episodes`` complete episodes (starting from fresh resets) in eval mode.
 
     Returns:
