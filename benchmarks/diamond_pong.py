@@ -1,7 +1,7 @@
 """DIAMOND's parts on real ALE Pong frames of a random policy (CPU, minutes): the issue's checks.
 
     python benchmarks/diamond_pong.py [--steps 2000] [--channels 16 32] [--side 32]
-        [--reward-steps 600] [--threads 1]
+        [--reward-steps 400] [--reward-seeds 0 1 2] [--threads 1]
 
 - **Next frame**: the denoiser (a small U-Net, DIAMOND's EDM sampler: 3 Euler steps,
   sigma_max 5) trained ``--steps`` Adam steps with the agent's loss
@@ -24,6 +24,8 @@ functions. Writes ``benchmarks/results/<machine>/diamond_pong.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,8 +37,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result
+from benchmarks.common import machine_tag, write_result
 from wm_ray.envs import atari
+from wm_ray.models.common import Optimizer
 from wm_ray.models.diamond.config import DenoiserConfig, DiffusionConfig, RewardEndConfig
 from wm_ray.models.diamond.diffusion import EDM, Condition, make_schedule, stack_context
 from wm_ray.models.diamond.imagination import context_window
@@ -194,38 +197,87 @@ def next_frame_mse(net: nn.Module, schedule: EDM, data: Episodes, seed: int = 1)
     }
 
 
-def reward_check(train: Episodes, held: Episodes, steps: int, seed: int = 0) -> dict[str, Any]:
-    """The reward / termination model at debug-like size trained ``steps`` AdamW steps on 16
-    windows of 12 transitions (burn-in 2), then run over ``held`` from a zero state."""
+REWARD_CONFIG = RewardEndConfig(
+    channels=(16, 16), res_blocks=1, cond_dim=16, lstm=64, burn_in=2, lr=1e-3, warmup=0,
+    class_balance=True,
+)  # fmt: skip
+"""The reward check's model: debug-like sizes; every other setting is the agent's default."""
+
+
+def train_reward_end(
+    train: Episodes,
+    steps: int,
+    cfg: RewardEndConfig = REWARD_CONFIG,
+    windows: int = 16,
+    length: int = 12,
+    seed: int = 0,
+    shuffle_next: bool = False,
+) -> RewardEndModel:
+    """The reward / termination model trained as the agent trains it (its loss with
+    ``cfg.burn_in`` and ``cfg.class_balance``, its optimizer at ``cfg``'s settings) for
+    ``steps`` updates, each on ``windows`` uniformly drawn windows of ``length`` frames (as
+    replay draws sequences). ``shuffle_next``: each transition's next frame is taken from a
+    random other step (a control: the reward is then not in the frames)."""
     torch.manual_seed(seed)
-    cfg = RewardEndConfig(channels=(16, 16), res_blocks=1, cond_dim=16, lstm=64, burn_in=2)
-    side = train.frames.shape[-1]
-    model = RewardEndModel(cfg, train.frames.shape[1], side, train.num_actions)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    model = RewardEndModel(cfg, train.frames.shape[1], train.frames.shape[-1], train.num_actions)
+    opt = Optimizer(
+        model.parameters(), cfg.lr, clip=cfg.clip, weight_decay=cfg.weight_decay,
+        warmup=cfg.warmup,
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(train.frames), generator=gen)
     for _ in range(steps):
-        i = _windows(len(train.frames), 16, 12, gen)
+        i = _windows(len(train.frames), windows, length, gen)
+        frames = train.frames[i]
+        if shuffle_next:
+            frames = torch.cat([frames[:, :1], train.frames[perm[i[:, 1:]]]], 1)
         loss, _ = reward_end_loss(
-            model, train.frames[i], train.actions[i], train.reward[i], train.is_first[i],
-            train.is_terminal[i], cfg.burn_in,
+            model, frames, train.actions[i], train.reward[i], train.is_first[i],
+            train.is_terminal[i], cfg.burn_in, cfg.class_balance,
         )  # fmt: skip
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+        opt.step(loss)
+    return model.eval()
+
+
+def reward_scores(
+    model: RewardEndModel, data: Episodes, burn_in: int, length: int = 12
+) -> dict[str, Any]:
+    """:func:`sign_scores` of ``model`` (eval mode) on the transitions of ``data``, run as in
+    imagination: windows of ``length`` transitions from a zero state, each burnt in on its
+    first ``burn_in`` real ones and scored on the rest; the windows tile the steps, so every
+    transition after the first ``burn_in`` is scored once."""
+    n = len(data.frames) - 1  # transitions
+    starts = torch.arange(0, n - burn_in, length - burn_in)
+    step = starts[:, None] + torch.arange(length)  # transition j: frames j -> j + 1
+    real = step < n
+    step = step.clamp(max=n - 1)
+    frames, first = data.frames, data.is_first
     with torch.no_grad():
         logits, _, _ = model(
-            held.frames[None, :-1], held.actions[None, :-1], held.frames[None, 1:],
-            held.is_first[None, :-1], model.initial(1, torch.device("cpu")),
+            frames[step], data.actions[step], frames[step + 1], first[step],
+            model.initial(len(step), torch.device("cpu")),
         )  # fmt: skip
-    valid = ~held.is_first[1:]
-    target = reward_class(held.reward[1:])[valid]
-    pred = logits[0].argmax(-1)[valid]
+    scored = real & ~first[step + 1]
+    scored[:, :burn_in] = False
+    target = reward_class(data.reward[step + 1])[scored]
     return {
+        "transitions": int(scored.sum()),
+        "nonzero_rewards": int((target != 1).sum()),
+        **sign_scores(logits.argmax(-1)[scored], target),
+    }
+
+
+def reward_check(train: Episodes, held: Episodes, steps: int, seed: int = 0) -> dict[str, Any]:
+    """:func:`train_reward_end` for ``steps`` updates, scored on ``held`` and on ``train``."""
+    start = time.perf_counter()
+    model = train_reward_end(train, steps, seed=seed)
+    seconds = time.perf_counter() - start
+    return {
+        "seed": seed,
+        "train_seconds": seconds,
         "train_nonzero_rewards": int((train.reward != 0).sum()),
-        "held_transitions": int(valid.sum()),
-        "held_nonzero_rewards": int((target != 1).sum()),
-        **sign_scores(pred, target),
+        "held": reward_scores(model, held, REWARD_CONFIG.burn_in),
+        "train": reward_scores(model, train, REWARD_CONFIG.burn_in),
     }
 
 
@@ -257,32 +309,41 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="denoiser training steps")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--side", type=int, default=32)
-    parser.add_argument("--reward-steps", type=int, default=600)
+    parser.add_argument("--reward-steps", type=int, default=400)
+    parser.add_argument("--reward-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"side": args.side, "threads": args.threads}
-    start = time.perf_counter()
-    net, schedule = train_denoiser(pong(0, 1200, args.side), args.steps, tuple(args.channels))
-    result["next_frame"] = {
-        "steps": args.steps,
-        "channels": args.channels,
-        "params": sum(p.numel() for p in net.parameters()),
-        "train_seconds": time.perf_counter() - start,
-        **next_frame_mse(net, schedule, pong(1, 300, args.side)),
-    }
-    print(result["next_frame"], flush=True)
-    if args.reward_steps:
+    if args.steps:
         start = time.perf_counter()
+        net, schedule = train_denoiser(pong(0, 1200, args.side), args.steps, tuple(args.channels))
+        result["next_frame"] = {
+            "steps": args.steps,
+            "channels": args.channels,
+            "params": sum(p.numel() for p in net.parameters()),
+            "train_seconds": time.perf_counter() - start,
+            **next_frame_mse(net, schedule, pong(1, 300, args.side)),
+        }
+        print(result["next_frame"], flush=True)
+    else:  # keep the last recorded next-frame check
+        previous = Path(__file__).resolve().parent / "results" / machine_tag() / "diamond_pong.json"
+        if args.out is None and previous.exists():
+            result["next_frame"] = json.loads(previous.read_text()).get("next_frame")
+    if args.reward_steps:
         train = pong(0, 3000, args.side, until_end=False)
         held = pong(1, 1000, args.side, until_end=False)
         result["reward"] = {
             "steps": args.reward_steps,
-            **reward_check(train, held, args.reward_steps),
+            "config": dataclasses.asdict(REWARD_CONFIG),
+            "windows": "16 x 12 frames",
+            "runs": [],
         }
-        result["reward"]["seconds"] = time.perf_counter() - start
-        print(result["reward"], flush=True)
+        for seed in args.reward_seeds:
+            run = reward_check(train, held, args.reward_steps, seed)
+            print(run, flush=True)
+            result["reward"]["runs"].append(run)
     print(write_result("diamond_pong", result, args.out))
 
 

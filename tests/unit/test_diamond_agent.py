@@ -132,7 +132,7 @@ def test_the_reward_model_state_resets_at_episode_starts() -> None:
     torch.manual_seed(0)
     model = RewardEndModel(
         RewardEndConfig(channels=(8,), res_blocks=1, cond_dim=8, lstm=16), 3, 16, 3
-    )
+    ).eval()  # batch norm: running statistics, each transition on its own
     obs, nxt = torch.randn(2, 5, 3, 16, 16), torch.randn(2, 5, 3, 16, 16)
     actions = torch.randint(0, 3, (2, 5))
     first = torch.zeros(2, 5, dtype=torch.bool)
@@ -189,6 +189,40 @@ def test_the_reward_end_model_beats_the_majority_class() -> None:
     end_rate = float(terminal[:, 2:].float().mean())
     baseline = -(end_rate * np.log(end_rate) + (1 - end_rate) * np.log(1 - end_rate))
     assert float(metrics[M.loss(REWARD_END, "end")]) < baseline  # better than the base rate
+
+
+def test_class_balance_weighs_every_reward_class_present_alike() -> None:
+    """``class_balance``: the reward loss is the mean over the classes present of each class's
+    mean cross-entropy (a rare class weighs as much as the majority); off, the plain mean."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    cfg = RewardEndConfig(channels=(8, 8), res_blocks=1, cond_dim=8, lstm=32, burn_in=1)
+    model = RewardEndModel(cfg, 3, SIZE, 3)
+    frames, actions, reward, first, terminal = _toy_transitions(rng, 4, 6)
+    first[2, 3] = True  # an episode start: the transition into it does not count
+    with torch.no_grad():
+        logits, _, _ = model(
+            frames[:, :-1],
+            actions[:, :-1],
+            frames[:, 1:],
+            first[:, :-1],
+            model.initial(4, torch.device("cpu")),
+        )
+        losses = [
+            reward_end_loss(model, frames, actions, reward, first, terminal, 1, balance)[1]
+            for balance in (False, True)
+        ]
+    ce = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), reward_class(reward[:, 1:]).flatten(), reduction="none"
+    ).view(4, 5)
+    counted = ~first[:, 1:]
+    counted[:, :1] = False
+    ce, target = ce[counted], reward_class(reward[:, 1:])[counted]
+    per_class = [ce[target == c].mean() for c in target.unique()]
+    assert len(per_class) == 3 and bool((target == 1).sum() > 2 * (target == 2).sum())
+    plain, balanced = (float(m[M.loss(REWARD_END, "reward")]) for m in losses)
+    assert plain == pytest.approx(float(ce.mean()), rel=1e-5)
+    assert balanced == pytest.approx(float(torch.stack(per_class).mean()), rel=1e-5)
 
 
 class _PaysForAction1(RewardEndModel):

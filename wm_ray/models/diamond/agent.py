@@ -202,6 +202,7 @@ class DiamondAgent(AgentBase):
                 is_first,
                 flag["is_terminal"],
                 cfg.reward_end.burn_in,
+                cfg.reward_end.class_balance,
             )
             stats = self.re_opt.step(loss)
             tensors.update(metrics)

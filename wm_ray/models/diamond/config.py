@@ -151,6 +151,15 @@ class RewardEndConfig:
     cond_dim: int = 128
     """Width of the action embedding that conditions every block."""
     lstm: int = 512
+    batch_norm: bool = True
+    """Batch-normalize the flattened features (per feature, no affine; running statistics in
+    eval) and scale them by ``F^(-1/4)`` before the LSTM. Not in DIAMOND: centered, the
+    static background no longer moves every LSTM input weight the same way under Adam (the
+    pre-activations by about lr x F per update), and scaled, the gates start unsaturated
+    (``README.md``, *On ALE Pong*)."""
+    class_balance: bool = False
+    """Weight the reward-sign cross-entropy by the inverse frequency of each class in the batch
+    (not in DIAMOND; its probabilities are then no longer calibrated)."""
     burn_in: int = 4
     """Replayed transitions that only warm the LSTM up before the loss counts (DIAMOND: 4)."""
     lr: float = 1e-4

@@ -26,7 +26,7 @@ from wm_ray.models.common.imagination import reinforce_loss, rollout
 from wm_ray.models.common.noise import Source
 from wm_ray.models.diamond.diffusion import Condition, Schedule, stack_context
 from wm_ray.models.diamond.imagination import context_window
-from wm_ray.models.diamond.reward_end import RewardEndModel, reward_class
+from wm_ray.models.diamond.reward_end import REWARD_CLASSES, RewardEndModel, reward_class
 
 DENOISER = "denoiser"
 REWARD_END = "reward_end"
@@ -83,13 +83,17 @@ def reward_end_loss(
     is_first: Tensor,
     is_terminal: Tensor,
     burn_in: int,
+    class_balance: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Reward-sign cross-entropy plus termination BCE on the transitions ``t -> t + 1``.
 
     The LSTM runs over all ``T - 1`` transitions from a zero state, reset at episode starts;
     the first ``burn_in`` only warm it up (no loss, no gradient from later steps). A
     transition counts where ``o_{t+1}`` continues the episode of ``o_t``; its targets are
-    ``sign(reward[:, t + 1])`` and ``is_terminal[:, t + 1]``.
+    ``sign(reward[:, t + 1])`` and ``is_terminal[:, t + 1]``. ``class_balance``: each counted
+    transition's cross-entropy is weighted by ``n / (k n_c)`` (``n`` counted transitions, ``n_c``
+    of them in its class, ``k`` classes present in the batch), so every class present weighs
+    the same.
     """
     b = frames.shape[0]
     state = model.initial(b, frames.device)
@@ -101,7 +105,8 @@ def reward_end_loss(
     norm = valid.sum().clamp(min=1.0)
     target = reward_class(reward[:, 1:])
     ce = F.cross_entropy(reward_logits.flatten(0, 1).float(), target.flatten(), reduction="none")
-    reward_loss = (ce.view_as(valid) * valid).sum() / norm
+    weight = valid * _class_weights(target, valid) if class_balance else valid
+    reward_loss = (ce.view_as(valid) * weight).sum() / norm
     end_target = is_terminal[:, 1:].float()
     bce = F.binary_cross_entropy_with_logits(end_logits.float(), end_target, reduction="none")
     end_loss = (bce * valid).sum() / norm
@@ -116,3 +121,13 @@ def reward_end_loss(
         M.diagnostic(REWARD_END, "reward_accuracy"): accuracy,
     }
     return loss, metrics
+
+
+def _class_weights(target: Tensor, valid: Tensor) -> Tensor:
+    """``n / (k n_c)`` for each transition of class ``c`` among the ``valid`` ones."""
+    counts = torch.zeros(REWARD_CLASSES, device=target.device).index_add_(
+        0, target.flatten(), valid.flatten()
+    )
+    present = counts > 0
+    per_class = torch.where(present, valid.sum() / (present.sum() * counts.clamp(min=1)), 0.0)
+    return per_class[target]

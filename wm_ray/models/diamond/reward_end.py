@@ -4,8 +4,10 @@ Each transition's two frames, in [-1, 1], are stacked on channels (``2C``) and e
 whose residual blocks are conditioned on the action through adaptive group norm (the U-Net's
 :class:`~wm_ray.models.diamond.networks.ResBlock`, with an action embedding of ``cond_dim`` as
 the conditioning vector); every level ends with a stride-2 conv, and the last feature map,
-flattened, enters an LSTM cell. A linear head gives the logits of the reward's sign (3 classes:
--1, 0, +1) and the logit of a Bernoulli "the episode ends at ``o_{t+1}``". The LSTM is burnt in
+flattened, enters an LSTM cell; with ``batch_norm`` (the default, not in DIAMOND) its ``F``
+features are first batch-normalized (per feature, no affine) and scaled by ``F^(-1/4)``. A
+linear head gives the logits of the reward's sign (3 classes: -1, 0, +1) and the logit of a
+Bernoulli "the episode ends at ``o_{t+1}``". The LSTM is burnt in
 on real transitions (:meth:`RewardEndModel.forward` with ``is_first`` resets) and then steps
 with the imagined frames (:meth:`RewardEndModel.step`).
 """
@@ -60,7 +62,12 @@ class RewardEndModel(nn.Module):
             self.blocks.append(level)
             self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
         side = image_size // factor
-        self.lstm = nn.LSTMCell(ch * side * side, cfg.lstm)
+        features = ch * side * side
+        self.norm: nn.Module = (
+            nn.BatchNorm1d(features, affine=False) if cfg.batch_norm else nn.Identity()
+        )
+        self.scale = features**-0.25 if cfg.batch_norm else 1.0
+        self.lstm = nn.LSTMCell(features, cfg.lstm)
         self.head = nn.Sequential(
             nn.Linear(cfg.lstm, cfg.lstm), nn.SiLU(), nn.Linear(cfg.lstm, REWARD_CLASSES + 1)
         )
@@ -79,7 +86,7 @@ class RewardEndModel(nn.Module):
             for block in level:
                 h = block(h, cond)
             h = down(torch.relu(h))
-        return h.flatten(1)
+        return self.norm(h.flatten(1)) * self.scale
 
     def _heads(self, h: Tensor) -> tuple[Tensor, Tensor]:
         out = self.head(h)
