@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,9 +54,9 @@ def train_returns(run_dir: Path, seed: int, *extra: str) -> list[float]:
     returns: list[float] = []
     record = trainer.schedule.episode
 
-    def episode(ret: float, length: float, lag: float | None = None) -> None:
+    def episode(ret: float, length: float, *args: Any, **kwargs: Any) -> None:
         returns.append(ret)
-        record(ret, length, lag)
+        record(ret, length, *args, **kwargs)
 
     trainer.schedule.episode = episode  # type: ignore[method-assign]
     try:
