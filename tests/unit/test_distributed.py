@@ -18,7 +18,9 @@ class Agent:
 
     def __init__(self, seed: int) -> None:
         torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+        self.net = nn.Sequential(
+            nn.Linear(4, 8), nn.BatchNorm1d(8, affine=False), nn.Tanh(), nn.Linear(8, 1)
+        )
 
 
 def _free_port() -> int:
@@ -40,8 +42,10 @@ def _rank(rank: int, port: int, out: str) -> None:
     for _ in range(3):
         x = torch.randn(16, 4, generator=data)
         opt.step(agent.net(x).pow(2).mean())
+        dist_utils.average_buffers(agent.net)  # each rank's batch statistics differ
     params = [p.detach().clone() for _, p in dist_utils.named_parameters(agent)]
-    torch.save({"params": params, "owed": owed}, Path(out) / f"rank{rank}.pt")
+    buffers = [b.clone() for b in agent.net.buffers()]
+    torch.save({"params": params, "owed": owed, "buffers": buffers}, Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -53,6 +57,9 @@ def test_two_ranks_with_different_batches_keep_identical_weights(tmp_path: Path)
     assert r0["owed"] == r1["owed"] == [10.0, 2.5], "rank 0's values reach every rank"
     for a, b in zip(r0["params"], r1["params"], strict=True):
         assert torch.equal(a, b), "averaged gradients must keep the ranks identical"
+    for a, b in zip(r0["buffers"], r1["buffers"], strict=True):
+        assert torch.equal(a, b), "averaged running statistics must keep the ranks identical"
+    assert r0["buffers"][0].abs().sum() > 0, "the running mean moved from its start"
     # ... and the update is the average one, not a copy of rank 0's own: a single process
     # training on rank 0's batches alone ends elsewhere.
     solo = Agent(seed=0)

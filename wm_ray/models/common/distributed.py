@@ -83,6 +83,23 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 0)
 
 
+def average_buffers(module: nn.Module) -> None:
+    """Average the floating-point buffers of ``module`` over the group (no-op alone): the
+    running statistics of batch norm, which each rank updates from its own batch, so that the
+    ranks stay identical in eval mode too. Integer buffers (batch counters) are equal already."""
+    size = world_size()
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if size == 1 or not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    torch.distributed.all_reduce(flat)
+    flat.div_(size)
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
+
+
 def average_gradients(params: list[nn.Parameter]) -> None:
     """Average the gradients of ``params`` over the group in one all-reduce (no-op alone).
 

@@ -27,6 +27,7 @@ from wm_ray.models.common.actor_critic import ActorCritic, LSTMState
 from wm_ray.models.common.agent import AgentBase
 from wm_ray.models.common.data import device_tensor
 from wm_ray.models.common.device import synchronize
+from wm_ray.models.common.distributed import average_buffers
 from wm_ray.models.common.imagination import policy_action, reinforce_loss, rollout
 from wm_ray.models.diamond.config import RootConfig, check_diamond
 from wm_ray.models.diamond.diffusion import make_schedule
@@ -205,6 +206,7 @@ class DiamondAgent(AgentBase):
                 cfg.reward_end.class_balance,
             )
             stats = self.re_opt.step(loss)
+            average_buffers(self.reward_end)  # batch norm's running statistics, over the group
             tensors.update(metrics)
             tensors[M.grad_norm(REWARD_END)] = stats["grad_norm"]
             synchronize(self.device)
