@@ -14,11 +14,15 @@ For each size, observation kind and precision, one update (world model + actor-c
 imagination) on a fixed B16 x T64 batch is timed after warm-up (size ``default``: the ``make
 run`` configuration at its own batch); the agent reports its world-model and actor-critic
 seconds. Baselines, measured in the same run: the eager update (for ``compiled``, the whole
-update under ``torch.compile``, and ``captured``, that update as CUDA graphs on a GPU), and
-one forward + backward + Adam step of a plain MLP with the same parameter count on the same
-B*T rows, a dense-compute floor for an update of that size (``ratio_to_dense_floor`` shows the
-cost of the recurrence, imagination and many small ops). One more update of each mode runs
-under ``torch.profiler``: operator calls (``aten::`` ops; the compiled graphs run as generated
+update under ``torch.compile``, and ``captured``, that update as CUDA graphs on a GPU, each
+timed in alternation with the eager update, so that a change of the machine's load hits both
+alike), and one forward + backward + Adam step of a plain MLP with the same parameter count on
+the same B*T rows, a dense-compute floor for an update of that size (``ratio_to_dense_floor``
+shows the cost of the recurrence, imagination and many small ops). The arithmetic floor: the
+update's matrix-product FLOPs (torch's FLOP counter, ``gflop``) at this machine's peak
+matrix-product rate at that precision (one large square product, ``gemm_rate_gflops``):
+``flop_floor_s``, the time those products alone take. One more update of each mode runs under
+``torch.profiler``: operator calls (``aten::`` ops; the compiled graphs run as generated
 kernels instead), CUDA kernels, launches (a CUDA-graph replay is one) and the GPU's busy
 share of the update. Sizes ``jax1m`` / ``jax12m`` / ``jax50m`` match danijar/dreamerv3's
 size1m / 12m / 50m. CPU by default; on a GPU also sizes m and l.
@@ -161,7 +165,7 @@ def update_row(
     """The fields every learner row has: the eager update against the dense floor, with the
     profiled counts as mode ``eager`` (``extra``: the family's own fields, e.g. its parts)."""
     b, t = batch
-    parts = {k: v for k, v in extra.items() if k.endswith("_s")}
+    parts = {k: v for k, v in extra.items() if k.endswith("_s") and not k.endswith("floor_s")}
     return {
         "family": family,
         "size": size,
@@ -212,6 +216,33 @@ def count_update(agent: Any, batch: dict[str, np.ndarray], state: Any) -> dict[s
     }
 
 
+def update_flops(agent: Any, batch: dict[str, np.ndarray], state: Any) -> float:
+    """Floating-point operations of one eager update (matrix products and convolutions, as
+    torch's FLOP counter counts them): the arithmetic any implementation of it has to do."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        agent.train(batch, state)
+    return float(counter.get_total_flops())
+
+
+def gemm_rate(device: str, precision: str, repeats: int = 10) -> float:
+    """FLOP/s of one large square matrix product at ``precision`` on ``device`` (n = 1024 on a
+    CPU, 8192 on a GPU): the machine's matrix-product peak, against which an update's FLOPs give
+    the time no implementation of that update can beat."""
+    n = 8192 if device.startswith("cuda") else 1024
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        synchronize(torch.device(device))
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / median(times)
+
+
 def time_updates(
     size: str, obs: str, device: str, repeats: int, run: list[str]
 ) -> tuple[Any, list[float], list[float], list[float], float, dict[str, Any]]:
@@ -240,6 +271,22 @@ def time_updates(
     return agent, totals, wm, ac, warmup, counts
 
 
+def alternate(
+    eager: Any, other: Any, batch: dict[str, np.ndarray], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per update of two agents timed in alternation (eager, other, eager, ...), so a
+    change of the machine's load during the run hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    states = [agent.init_train(batch["action"].shape[0]) for agent in (eager, other)]
+    for _ in range(max(repeats, 3)):
+        for i, agent in enumerate((eager, other)):
+            start = time.perf_counter()
+            states[i], _ = agent.train(batch, states[i])
+            synchronize(agent.device)
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
 def bench(
     size: str,
     obs: str,
@@ -260,30 +307,38 @@ def bench(
     params = agent.param_counts()["total"]
     update = median(totals)
     floor = dense_floor(params, device, repeats, rows=b * t)
+    flops = update_flops(agent, fake_batch(obs, np.random.default_rng(0), b, t), None)
+    rate = gemm_rate(device, precision)
     row = update_row(
         "dreamer", size, obs, device, (b, t), params, update, floor, counts,
         precision=precision, world_model_s=median(wm), actor_critic_s=median(ac),
         world_model_share=median(wm) / (median(wm) + median(ac)),
+        gflop=flops / 1e9, gemm_rate_gflops=rate / 1e9, flop_floor_s=flops / rate,
     )  # fmt: skip
     for mode in modes:
         if mode == "eager" or (mode == "captured" and not device.startswith("cuda")):
             continue  # CUDA graphs need a GPU
-        _, totals, wm, ac, warmup, counts = time_updates(
+        other, _, wm, ac, warmup, counts = time_updates(
             size, obs, device, repeats, run + MODES[mode]
         )
-        seconds = median(totals)
+        batch = fake_batch(obs, np.random.default_rng(0), b, t)
+        eager_times, mode_times = alternate(agent, other, batch, repeats)
+        seconds, eager_seconds = median(mode_times), median(eager_times)
         row["modes"][mode] = {
             "update_s": seconds,
             "world_model_s": median(wm),
             "actor_critic_s": median(ac),
             "warmup_s": warmup,
-            "speedup": update / seconds,
+            "eager_alternated_s": eager_seconds,
+            "speedup": eager_seconds / seconds,
             **counts,
             "gpu_busy_share": counts["gpu_busy_s"] / seconds,
         }
         if mode == "compiled":  # the fields the expected-speed table has read since issue 7
             row.update(
-                compiled_update_s=seconds, compile_warmup_s=warmup, compile_speedup=update / seconds
+                compiled_update_s=seconds,
+                compile_warmup_s=warmup,
+                compile_speedup=eager_seconds / seconds,
             )
     return row
 

@@ -311,3 +311,23 @@ def test_learner_bench_sizes_match_the_jax_presets_and_refuse_unknown_ones() -> 
     assert default.dreamer.units == build_config([], []).dreamer.units
     with pytest.raises(SystemExit):
         parser().parse_args(["--sizes", "huge"])
+
+
+def test_learner_bench_counts_an_updates_flops_in_proportion_to_its_rows() -> None:
+    """The arithmetic floor of the learner rows: twice the batch, twice the matrix-product
+    FLOPs of an update (every product is linear in its rows), and a positive GEMM rate."""
+    import numpy as np
+
+    from benchmarks.learner_bench import dreamer_config, fake_batch, gemm_rate, spaces, update_flops
+    from wm_ray.factory import create_model
+
+    flops = []
+    for b in (2, 4):
+        config = dreamer_config("debug", "cpu", [f"replay.batch_size={b}", "replay.seq_len=8"])
+        agent = create_model("dreamer", *spaces("vector"), config)
+        flops.append(
+            update_flops(agent, fake_batch("vector", np.random.default_rng(0), b, 8), None)
+        )
+    assert flops[0] > 1e6
+    assert flops[1] / flops[0] == pytest.approx(2.0, rel=0.01)
+    assert gemm_rate("cpu", "fp32", repeats=1) > 1e8  # any CPU does > 0.1 GFLOP/s
