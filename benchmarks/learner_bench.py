@@ -218,7 +218,7 @@ def count_update(agent: Any, batch: dict[str, np.ndarray], state: Any) -> dict[s
 
 def update_flops(agent: Any, batch: dict[str, np.ndarray], state: Any) -> float:
     """Floating-point operations of one eager update (matrix products and convolutions, as
-    torch's FLOP counter counts them): the arithmetic any implementation of it has to do."""
+    torch's FLOP counter counts them): the arithmetic of the update as written."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -228,8 +228,8 @@ def update_flops(agent: Any, batch: dict[str, np.ndarray], state: Any) -> float:
 
 def gemm_rate(device: str, precision: str, repeats: int = 10) -> float:
     """FLOP/s of one large square matrix product at ``precision`` on ``device`` (n = 1024 on a
-    CPU, 8192 on a GPU): the machine's matrix-product peak, against which an update's FLOPs give
-    the time no implementation of that update can beat."""
+    CPU, 8192 on a GPU): the machine's matrix-product peak, at which an update's FLOPs give the
+    time its matrix products alone would take."""
     n = 8192 if device.startswith("cuda") else 1024
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
