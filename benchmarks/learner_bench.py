@@ -307,7 +307,8 @@ def bench(
     params = agent.param_counts()["total"]
     update = median(totals)
     floor = dense_floor(params, device, repeats, rows=b * t)
-    flops = update_flops(agent, fake_batch(obs, np.random.default_rng(0), b, t), None)
+    batch = fake_batch(obs, np.random.default_rng(0), b, t)  # the batch time_updates trains on
+    flops = update_flops(agent, batch, None)
     rate = gemm_rate(device, precision)
     row = update_row(
         "dreamer", size, obs, device, (b, t), params, update, floor, counts,
@@ -321,7 +322,6 @@ def bench(
         other, _, wm, ac, warmup, counts = time_updates(
             size, obs, device, repeats, run + MODES[mode]
         )
-        batch = fake_batch(obs, np.random.default_rng(0), b, t)
         eager_times, mode_times = alternate(agent, other, batch, repeats)
         seconds, eager_seconds = median(mode_times), median(eager_times)
         row["modes"][mode] = {
