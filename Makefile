@@ -59,8 +59,12 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# Two pytest workers, one test file each at a time (a module's fixtures stay in one process; each
+# worker has its own local Ray cluster). TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
+
 test: lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Wall-clock budget of each system's CartPole learning run in the RLlib peer benchmark.
 PEER_BUDGET_MINUTES ?= 15
