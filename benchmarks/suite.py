@@ -55,6 +55,12 @@ STEPS: tuple[Step, ...] = (
         "learner updates/s per family and size, eager and the compiled update",
     ),
     Step(
+        "compile",
+        ("benchmarks/compile_bench.py",),
+        "the compiled update from a cold cache: warm-up, its parts, kernels, speed-up and "
+        "payback of the whole-update graphs and of per-step regions",
+    ),
+    Step(
         "learner_presets",
         ("benchmarks/learner_bench.py", "--families", "presets"),
         "learner updates/s of the other families' learning-run configurations (PlaNet, "

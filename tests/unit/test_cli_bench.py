@@ -26,6 +26,7 @@ MAKE_BENCH = [  # every benchmark step, in order
         "learner",
         ["benchmarks/learner_bench.py", "--sizes", "default", "debug", "xs", "--modes", "compiled"],
     ),
+    ("compile", ["benchmarks/compile_bench.py"]),
     ("learner_presets", ["benchmarks/learner_bench.py", "--families", "presets"]),
     ("cem", ["benchmarks/cem_bench.py"]),
     ("profile", ["benchmarks/profile_update.py"]),
@@ -91,6 +92,7 @@ def test_makefile_bench_runs_the_suite() -> None:
             [
                 "replay",
                 "learner",
+                "compile",
                 "learner_presets",
                 "cem",
                 "profile",

@@ -126,6 +126,19 @@ def test_compiled_update_matches_the_eager_update_over_several_updates() -> None
     assert compiled.actor_opt.steps == eager.actor_opt.steps == 3
 
 
+def test_the_compile_benchs_regional_variant_computes_the_eager_update() -> None:
+    """``benchmarks/compile_bench.py`` compares compiling per-step regions (the RSSM's step
+    functions and every network module) with the whole-update graphs; the comparison means
+    something only if that variant trains exactly as eager mode does (``aot_eager``: the same
+    regions, run op by op)."""
+    from benchmarks.compile_bench import compile_regions
+
+    obs = vector_space(3)
+    eager, regional = _agent(obs), _agent(obs)
+    compile_regions(regional, backend="aot_eager")
+    _assert_same_updates(eager, regional, _batches(obs, DISCRETE, 2), rel=2e-3)
+
+
 @pytest.mark.parametrize(
     ("obs", "act", "dreamer"),
     [

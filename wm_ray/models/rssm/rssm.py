@@ -208,13 +208,17 @@ class RSSM(nn.Module):
         stats = self._post_stats(deter, embed_h)
         return State(deter, *self._stoch(stats, True, gen), memory), stats
 
-    def compile_steps(self, mode: str = "default") -> None:
+    def compile_steps(self, mode: str = "default", backend: str = "inductor") -> None:
         """``torch.compile`` the deterministic per-step functions: the GRU step with its input
         layer, and the prior and posterior heads. Sampling stays eager (it draws from the
         caller's generator), so a compiled RSSM samples the same latents as an eager one.
-        ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs on a GPU)."""
+        ``mode``: torch.compile's (``reduce-overhead`` adds CUDA graphs on a GPU); ``backend``:
+        torch.compile's (``aot_eager`` runs the same graphs op by op)."""
+        inductor_mode = mode if backend == "inductor" else None  # other backends take none
         for name in ("_deter_step", "_post_stats", "prior_stats"):
-            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, mode=mode))
+            step = getattr(self, name)
+            compiled = torch.compile(step, dynamic=False, backend=backend, mode=inductor_mode)
+            setattr(self, name, compiled)
 
     def img_step(
         self, state: State, action: torch.Tensor, gen: Source = None
