@@ -65,7 +65,7 @@ def bench(size: str, repeats: int) -> dict[str, Any]:
     import torch._inductor.metrics as inductor_metrics
 
     from benchmarks.common import median
-    from benchmarks.learner_bench import dreamer_config, fake_batch, spaces
+    from benchmarks.learner_bench import alternate, dreamer_config, fake_batch, spaces
     from wm_ray.factory import create_model
 
     obs_space, act_space = spaces("vector")
@@ -91,12 +91,7 @@ def bench(size: str, repeats: int) -> dict[str, Any]:
         }
         print(f"[{variant}] first update {first:.1f} s", flush=True)
     row["batch"] = [b, t]
-    times: dict[str, list[float]] = {v: [] for v in agents}
-    for _ in range(max(repeats, 3)):
-        for variant, agent in agents.items():
-            start = time.perf_counter()
-            agent.train(batch, None)
-            times[variant].append(time.perf_counter() - start)
+    times = dict(zip(agents, alternate(list(agents.values()), batch, repeats), strict=True))
     eager = median(times["eager"])
     for variant, record in row["variants"].items():
         update = median(times[variant])
@@ -110,7 +105,10 @@ def bench(size: str, repeats: int) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", default="default", help="learner bench size (default: make run's)")
+    from benchmarks.learner_bench import SIZES
+
+    p.add_argument("--size", default="default", choices=SIZES,
+                   help="learner bench size (default: make run's configuration)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=6, help="rotations timed (each all 3 agents)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default: results folder)")
     return p

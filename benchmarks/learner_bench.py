@@ -139,6 +139,10 @@ LAUNCH_APIS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cud
 """CUDA runtime calls that each launch work on the GPU (a graph replay is one launch)."""
 
 
+SIZES = ["default", "debug", "xs", "s", "m", "l", "xl", *JAX_SIZES]
+"""The sizes :func:`dreamer_config` builds."""
+
+
 def dreamer_config(size: str, device: str, run: list[str]) -> Config:
     """``default`` is the ``make run`` configuration at its own batch; the other sizes are
     the ``dreamer`` preset at a size preset (or a :data:`JAX_SIZES` entry), at B16 x T64."""
@@ -271,15 +275,13 @@ def time_updates(
     return agent, totals, wm, ac, warmup, counts
 
 
-def alternate(
-    eager: Any, other: Any, batch: dict[str, np.ndarray], repeats: int
-) -> tuple[list[float], list[float]]:
-    """Seconds per update of two agents timed in alternation (eager, other, eager, ...), so a
-    change of the machine's load during the run hits both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
-    states = [agent.init_train(batch["action"].shape[0]) for agent in (eager, other)]
+def alternate(agents: list[Any], batch: dict[str, np.ndarray], repeats: int) -> list[list[float]]:
+    """Seconds per update of each agent, the agents timed in rotation (first, second, ...,
+    first, ...), so a change of the machine's load during the run hits all alike."""
+    times: list[list[float]] = [[] for _ in agents]
+    states = [agent.init_train(batch["action"].shape[0]) for agent in agents]
     for _ in range(max(repeats, 3)):
-        for i, agent in enumerate((eager, other)):
+        for i, agent in enumerate(agents):
             start = time.perf_counter()
             states[i], _ = agent.train(batch, states[i])
             synchronize(agent.device)
@@ -322,7 +324,7 @@ def bench(
         other, _, wm, ac, warmup, counts = time_updates(
             size, obs, device, repeats, run + MODES[mode]
         )
-        eager_times, mode_times = alternate(agent, other, batch, repeats)
+        eager_times, mode_times = alternate([agent, other], batch, repeats)
         seconds, eager_seconds = median(mode_times), median(eager_times)
         row["modes"][mode] = {
             "update_s": seconds,
@@ -525,7 +527,7 @@ def parser() -> argparse.ArgumentParser:
                    choices=list(PRESET_ROWS))  # fmt: skip
     p.add_argument("--sizes", nargs="+", default=["debug", "xs", "s", "m", "l"] if gpu
                    else ["debug", "xs"],
-                   choices=["default", "debug", "xs", "s", "m", "l", "xl", *JAX_SIZES])  # fmt: skip
+                   choices=SIZES)  # fmt: skip
     p.add_argument("--obs", nargs="+", default=["vector", "image"], choices=["vector", "image"])
     p.add_argument("--iris-sizes", nargs="+", default=["debug", "paper"] if gpu
                    else ["debug"], choices=["debug", "paper"])  # fmt: skip
