@@ -9,6 +9,7 @@ the loops write the runtime's, every agent's ``train`` returns the learner's (``
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -151,10 +152,13 @@ class Progress:
     - **Plain lines** (stdout when it is not a terminal: ``make run > log``, nohup, CI, the logs
       of ``ray job submit``): one line every ``every`` seconds, no control characters.
 
-    Each shows env steps of the total, env fps and train fps (replayed steps per second) since
-    the previous line of its kind, the replay ratio, updates, the mean episode return and the
+    Each shows env steps of the total, env fps and train fps (replayed steps per second), the
+    replay ratio, updates, the mean episode return and the
     last eval return, and the ETA from the fps of this invocation (a resumed run counts only
-    the steps taken since it started).
+    the steps taken since it started). The plain lines' fps are since the previous plain line;
+    the live line's over the last ``live_window`` seconds (steps arrive in bursts: the env
+    workers wait while the learner catches up, and a 2-second window would flicker between 0
+    and a burst's rate).
 
     Args:
         total_steps: the run's target env steps.
@@ -162,6 +166,7 @@ class Progress:
         start: env steps already done when this invocation started (a resumed run).
         every: seconds between plain lines.
         live_every: seconds between redraws of the live line.
+        live_window: seconds over which the live line's fps are measured.
         stdout, stderr: the streams (for tests).
     """
 
@@ -172,6 +177,7 @@ class Progress:
         start: int = 0,
         every: float = 30.0,
         live_every: float = 2.0,
+        live_window: float = 20.0,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
         name: str = "",
@@ -183,11 +189,13 @@ class Progress:
         self.live = next((s for s in (stderr, stdout) if _tty(s)), None) if enabled else None
         self.plain = stdout if enabled and not _tty(stdout) else None
         self.every, self.live_every = float(every), float(live_every)
+        self.live_window = float(live_window)
         now = time.perf_counter()
         self.origin = (now, start)
-        self.windows: dict[str, tuple[float, int, float | None]] = {
-            "live": (now, start, None),
-            "plain": (now, start, None),
+        # per kind, the (time, step, replayed) points its fps are measured from, oldest first
+        self.windows: dict[str, collections.deque[tuple[float, int, float | None]]] = {
+            "live": collections.deque([(now, start, None)]),
+            "plain": collections.deque([(now, start, None)]),
         }
         self.last_live = -math.inf
         self.last_plain = now
@@ -229,8 +237,14 @@ class Progress:
             self._write_plain(self._text("plain", now, step, replayed))
 
     def _text(self, kind: str, now: float, step: int, replayed: float) -> str:
-        then, step0, replayed0 = self.windows[kind]
-        self.windows[kind] = (now, step, replayed)
+        points = self.windows[kind]
+        if kind == "live":  # the base: the newest point at least live_window old
+            while len(points) > 1 and points[1][0] <= now - self.live_window:
+                points.popleft()
+        then, step0, replayed0 = points[0]
+        if kind == "plain":  # since the previous plain line
+            points.clear()
+        points.append((now, step, replayed))
         if replayed0 is None:  # the first line: count from this invocation's first tick
             replayed0 = self.first_replayed if self.first_replayed is not None else replayed
         seconds = max(now - then, 1e-9)

@@ -221,6 +221,28 @@ def test_a_live_line_on_a_terminal_from_the_first_step(monkeypatch: pytest.Monke
     assert out.getvalue() == ""
 
 
+def test_the_live_lines_fps_are_steady_when_steps_come_in_bursts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the Ray runtime's env steps arrive in bursts (256 steps, then the env workers wait for
+    # the learner): a 2-second rate flickers between 0 and the burst's, a 20-second one not
+    clock = [0.0]
+    monkeypatch.setattr(M.time, "perf_counter", lambda: clock[0])
+    out, err = _Stream(tty=True), _Stream(tty=True)
+    progress = Progress(100_000, live_every=2.0, live_window=20.0, stdout=out, stderr=err)
+    step = 0
+    for tick in range(1, 61):  # 120 s: a 256-step burst every 8 s = 32 steps/s on average
+        clock[0] = 2.0 * tick
+        if tick % 4 == 0:
+            step += 256
+        progress.tick(step)
+    lines = err.getvalue().split("\r")[1:]
+    rates = [float(line.split("env ")[1].split(" fps")[0].replace(",", "")) for line in lines]
+    assert len(rates) == 60
+    assert all(25 <= rate <= 40 for rate in rates[20:])  # after the first window: ~32 each
+    assert min(rates[20:]) > 0
+
+
 def test_metrics_lines_also_come_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from wm_ray.loops import schedule as S
 

@@ -132,6 +132,26 @@ def test_the_learner_benchmark_times_iris_at_its_own_sequence_length() -> None:
     assert iris_config("debug", "cpu").replay.seq_len == 8
 
 
+def test_actor_threads_spin_unless_passive_waiting_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``resources.omp_wait``: OpenMP's default waiting (no variable) unless ``passive``; an
+    ``OMP_WAIT_POLICY`` of the environment wins (the test session sets one: tests/conftest.py)."""
+    from wm_ray.actors.naming import actor_options
+
+    def env(overrides: list[str]) -> dict[str, str]:
+        options = actor_options(build_config([], overrides), "learner", 0, "", num_cpus=2)
+        return dict(options["runtime_env"]["env_vars"])
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert env([]) == {}
+    assert env(["resources.omp_wait=passive"]) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert env(["resources.omp_wait=passive"]) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    with pytest.raises(ValueError, match="omp_wait"):
+        build_config([], ["resources.omp_wait=busy"])
+
+
 def test_actors_record_no_ray_task_events_unless_asked() -> None:
     """Task events grow the GCS by ~60 MiB an hour on the default run (benchmarks/soak.py):
     off by default, on with ``resources.task_events=true``."""

@@ -4,12 +4,14 @@ Every actor of a run is named ``f"{prefix}{kind}-{index}"`` in the run's namespa
 ``replay-shard-0`` for the embedded default, ``myrun.replay-shard-0`` on a shared cluster). A
 restarted actor gets the same name, so a holder of a stale handle finds the new one by name.
 
-**Threads that wait politely.** Every actor runs with ``OMP_WAIT_POLICY=PASSIVE`` (unless the
-environment sets it): torch's OpenMP threads then sleep at the end of a parallel region instead
-of spinning. A run's learner, env workers and eval workers share a machine's cores with each
-other and with whatever else runs there; with spinning threads one busy process elsewhere on a
-2-core machine made a 300-step run take 11.2 minutes instead of 66 seconds (README, "The Ray
-runtime").
+**How threads wait** (``resources.omp_wait``). By default the actors' OpenMP threads wait as
+OpenMP does by default (spin briefly, then sleep): the learner's torch threads then pick up the
+next parallel region at once, and the ``make run`` learner updates ~1.5x faster than with
+``OMP_WAIT_POLICY=PASSIVE`` (``omp_wait=passive``), which the actors ran with before. Passive
+waiting is the better choice where the run shares its cores with other busy processes (the
+test suite's two workers, a second run): spinning threads then wait on each other, and one busy
+process on a 2-core machine made a 300-step run take 11.2 minutes instead of 66 seconds.
+``OMP_WAIT_POLICY`` set in the environment wins (docs/runtime.md, "Placement").
 """
 
 from __future__ import annotations
@@ -32,22 +34,24 @@ def actor_name(prefix: str, kind: str, index: int | None = None) -> str:
     return f"{prefix}{kind}" if index is None else f"{prefix}{kind}-{index}"
 
 
-THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""Environment of every actor process (a value already set in this process's environment
-wins)."""
+def thread_env(config: Config) -> dict[str, str]:
+    """Environment variables of every actor process for ``resources.omp_wait`` (see the module
+    docstring); ``OMP_WAIT_POLICY`` from this process's environment wins."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
+    return {"OMP_WAIT_POLICY": "PASSIVE"} if config.resources.omp_wait == "passive" else {}
 
 
 def actor_options(
     config: Config, kind: str, index: int | None, prefix: str, **resources: Any
 ) -> dict[str, Any]:
     """The Ray options of one actor: its name, the run's namespace, the thread environment
-    (:data:`THREAD_ENV`), task events per ``resources.task_events`` and ``resources``
+    (:func:`thread_env`), task events per ``resources.task_events`` and ``resources``
     (``num_cpus``, ``num_gpus``)."""
-    env = {key: os.environ.get(key, value) for key, value in THREAD_ENV.items()}
     return {
         "name": actor_name(prefix, kind, index),
         "namespace": config.resources.namespace,
-        "runtime_env": {"env_vars": env},
+        "runtime_env": {"env_vars": thread_env(config)},
         "enable_task_events": config.resources.task_events,
         **resources,
     }
