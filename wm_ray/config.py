@@ -214,10 +214,11 @@ class ResourcesConfig:
     omp_wait: Literal["spin", "passive"] = "spin"
     """How the actors' OpenMP threads (the learner's torch threads) wait between parallel
     regions. ``spin``: OpenMP's default (spin briefly, then sleep), fastest when the run has
-    its cores to itself (the ``make run`` learner's update ~1.5x faster than ``passive`` on 2
+    its cores to itself (the ``make run`` learner's update 1.6x faster than ``passive`` on 2
     cores). ``passive``: sleep at once (``OMP_WAIT_POLICY=PASSIVE``), for machines shared with
-    other busy processes, where spinning threads wait on each other (the update ~1.5x slower
-    than ``passive`` next to one busy process). ``OMP_WAIT_POLICY`` in the environment wins."""
+    other busy processes, where spinning threads wait on each other (the update 2.2x slower
+    than ``passive`` next to one busy process; ``benchmarks/omp_wait_bench.py``). An
+    ``OMP_WAIT_POLICY`` in the environment wins."""
     task_events: bool = False
     """Record Ray task events of the run's actor calls (``ray list tasks``, the dashboard's
     timeline). Off by default: the GCS keeps ~3 KiB per call, which grows by ~60 MiB an hour
