@@ -71,9 +71,12 @@ GOAL = 0.9
 
 
 def make_config(model: str, *extra: str) -> Config:
-    """CartPole-v1, 4 envs, chunk_len 64, Dreamer size_debug on the CPU, plus ``extra``."""
+    """CartPole-v1, 4 envs, chunk_len 64, Dreamer size_debug on the CPU, plus ``extra``.
+
+    The ``size_debug`` preset only for Dreamer: a preset of another family is refused.
+    """
     return build_config(
-        ["size_debug"],
+        ["size_debug"] if model == "dreamer" else [],
         [
             f"run.model={model}",
             "run.device=cpu",

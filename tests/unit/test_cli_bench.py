@@ -333,3 +333,15 @@ def test_learner_bench_counts_an_updates_flops_in_proportion_to_its_rows() -> No
     assert flops[0] > 1e6
     assert flops[1] / flops[0] == pytest.approx(2.0, rel=0.01)
     assert gemm_rate("cpu", "fp32", repeats=1) > 1e8  # any CPU does > 0.1 GFLOP/s
+
+
+@pytest.mark.parametrize("model", ["random", "dreamer"])
+def test_runtime_bench_builds_the_config_of_each_model_it_times(model: str) -> None:
+    """`make bench`'s runtime step times both models; a preset of the wrong family is refused
+    by ``build_config`` (as it broke this step once), so each model's config must build."""
+    from benchmarks.runtime_bench import make_config
+
+    config = make_config(model, "env.id=ALE/Pong-v5")
+    assert (config.run.model, config.env.id, config.env.num_envs) == (model, "ALE/Pong-v5", 4)
+    if model == "dreamer":
+        assert config.dreamer.units == build_config(["size_debug"], []).dreamer.units
