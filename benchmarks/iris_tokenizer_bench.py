@@ -39,11 +39,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_tag, median, write_result
+from wm_ray import metrics as M
 from wm_ray.config import EnvConfig
 from wm_ray.envs import action_batch_sample
 from wm_ray.loops.setup import make_vector_env
 from wm_ray.models.common import Optimizer
 from wm_ray.models.iris.config import TokenizerConfig
+from wm_ray.models.iris.losses import TOKENIZER, tokenizer_loss
 from wm_ray.models.iris.tokenizer import Tokenizer
 
 ENV_ID = "ALE/Pong-v5"
@@ -107,12 +109,12 @@ def train_mode(
     for step in range(1, args.updates + 1):
         batch = train[torch.randint(0, len(train), (args.batch,), generator=gen)]
         start = time.perf_counter()
-        loss, metrics = tok.loss(batch)
+        loss, metrics = tokenizer_loss(tok, batch)
         opt.step(loss)
         times.append(time.perf_counter() - start)
-        resets += float(metrics.get("train/tokenizer/dead_reset", 0.0))
+        resets += float(metrics.get(M.diagnostic(TOKENIZER, "dead_reset"), 0.0))
         if step % log_every == 0 or step == args.updates:
-            row = {"update": step, **{k.split("/")[1]: float(v) for k, v in metrics.items()}}
+            row = {"update": step, **{k.rsplit("/", 1)[1]: float(v) for k, v in metrics.items()}}
             curve.append(row)
             print(
                 f"  {mode} {step:4d}: l1 {row['l1']:.4f} l2 {row['l2']:.5f} commit "
