@@ -15,7 +15,10 @@
 #   5. the update profile at the 12M JAX-matched size
 # Every step writes its results before the next starts (the learner bench merges its rows), so
 # a run cut short keeps what it measured. Aimed at ~8 minutes on one H100/H200, the compilation
-# included (not yet run on a GPU: the first run tells). Results go to
+# included (not yet run on a GPU: the first run tells; on 2026-12-07 every step's script ran on a
+# CPU under the GPU machine's torch build, 2.11.0+cu130, without Ray, at CPU-scale arguments,
+# and tests/unit/test_dreamer_compiled.py and test_iris_world_model.py passed there, CUDA
+# tests skipped). Results go to
 # benchmarks/results/cuda-<gpu>/ (and $OUT, when set, for the device tool), where
 # `python -m benchmarks.summary` picks them up for the README's expected-speed table.
 #
