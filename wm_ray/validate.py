@@ -9,6 +9,9 @@
   ``resources.learners``, a ``replay.tolerance`` under which the run cannot stall, a
   ``replay.ram_budget`` with a unit, ``run.device`` and ``run.name`` forms);
 - the family's own rules (its registry line's ``validator``);
+- envs at once: a backend that serves a limited number (``unity:editor``: one) is not asked
+  for more by the run's env workers, vector envs and evaluation (:func:`check_env_count`),
+  before any env is made;
 - the env: its id resolves to an installed backend and one env can be made with these
   options (its spaces are returned);
 - the family's capabilities against those spaces (:func:`wm_ray.registry.check_supported`);
@@ -54,6 +57,53 @@ def check_runtime(config: Config) -> None:
     Pacer.of(replay, replay.chunk_len * config.env.num_envs, r.env_workers)
 
 
+def envs_at_once(config: Config, single_process: bool) -> list[tuple[str, int]]:
+    """The parts of a run that hold envs together: ``(what, envs)``. Ray: every env worker's
+    vector env and every eval worker's (made at the start, whether or not the run evaluates);
+    single process: the training vector env, and the evaluation's when it evaluates."""
+    env, r, ev = config.env, config.resources, config.eval
+    if single_process:
+        parts = [(f"env.num_envs={env.num_envs}", env.num_envs)]
+        if ev.episodes > 0:
+            parts.append(
+                (f"eval.num_envs={ev.num_envs} (eval.episodes={ev.episodes})", ev.num_envs)
+            )
+        return parts
+    workers = f"resources.env_workers={r.env_workers} x env.num_envs={env.num_envs}"
+    parts = [(workers, r.env_workers * env.num_envs)]
+    if r.eval_workers > 0:
+        evals = f"resources.eval_workers={r.eval_workers} x eval.num_envs={ev.num_envs}"
+        parts.append((evals, r.eval_workers * ev.num_envs))
+    return parts
+
+
+def check_env_count(config: Config, single_process: bool = False) -> None:
+    """A backend that serves at most N envs at once (its ``max_envs``) is not asked for more,
+    before any env is made (``unity:editor``: each connection needs Play pressed)."""
+    from wm_ray.envs.registry import max_envs
+
+    env = config.env
+    try:
+        limit = max_envs(env.id, env.backend)
+    except (ImportError, UnknownNameError):
+        return  # the env check that follows names the problem
+    parts = envs_at_once(config, single_process)
+    wanted = sum(n for _, n in parts)
+    if limit is None or wanted <= limit:
+        return
+    fix = (
+        "env.num_envs=1 eval.episodes=0"
+        if single_process
+        else ("env.num_envs=1 resources.env_workers=1 resources.eval_workers=0")
+    )
+    runtime = "single-process" if single_process else "Ray"
+    raise ConfigError(
+        f"env.id={env.id!r} serves at most {limit} env(s) at a time, but this {runtime} run "
+        f"would hold {wanted}: {' + '.join(what for what, _ in parts)}; use --set {fix} (no "
+        "evaluation during training; evaluate afterwards with wm-ray eval)"
+    )
+
+
 def env_spaces_checked(config: Config) -> tuple[Any, Any]:
     """``(observation space, action space)`` of one env of ``config.env``; an env that cannot
     be made (unknown id, backend not installed, bad option) is a one-line error."""
@@ -77,13 +127,15 @@ def env_spaces_checked(config: Config) -> tuple[Any, Any]:
         raise ConfigError(f"env.id={env.id!r} could not be made: {shown}") from None
 
 
-def validate_run(config: Config) -> tuple[Any, Any]:
-    """Check ``config`` as ``train`` would before it creates anything; returns the env's
+def validate_run(config: Config, single_process: bool = False) -> tuple[Any, Any]:
+    """Check ``config`` as ``train`` would before it creates anything (``single_process``:
+    as ``wm-ray train --single-process``, else as the Ray runtime); returns the env's
     ``(observation space, action space)``."""
     spec = get_model_spec(config.run.model)
     check_runtime(config)
     if spec.validator:
         import_object(spec.validator)(config)
+    check_env_count(config, single_process)
     spaces = env_spaces_checked(config)
     check_supported(spec, config, *spaces)
     check_preload(config, *spaces)
@@ -102,4 +154,10 @@ def check_preload(config: Config, obs_space: Any, act_space: Any) -> None:
             raise ConfigError(problem)
 
 
-__all__ = ["check_preload", "check_runtime", "env_spaces_checked", "validate_run"]
+__all__ = [
+    "check_env_count",
+    "check_preload",
+    "check_runtime",
+    "env_spaces_checked",
+    "validate_run",
+]

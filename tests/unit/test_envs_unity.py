@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("mlagents_envs.environment")
 
 from wm_ray.envs import unity
-from wm_ray.envs.registry import make_env
+from wm_ray.envs.registry import make_env, max_envs
 from wm_ray.envs.unity_env import UnityEnvError
 from wm_ray.envs.unity_ports import lease_free_port, try_lease
 from wm_ray.envs.vector import EnvFactory, VectorEnv
@@ -242,6 +242,9 @@ def test_editor_mode_serves_a_running_player_on_its_port(build) -> None:
     finally:
         player.kill()
     assert "unity:editor" in unity.list_ids()
+    # the runs' configurations are checked against it (tests/e2e/test_unity_editor.py)
+    assert max_envs("unity:editor") == 1 and max_envs(f"unity:{build()}") is None
+    assert max_envs("CartPole-v1") is None
 
 
 def test_port_leases_are_exclusive_across_processes_and_skip_bound_ports() -> None:

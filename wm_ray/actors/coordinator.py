@@ -88,10 +88,16 @@ class Coordinator:
         resume: continue from the latest checkpoint in ``run_dir`` (written by either loop).
         prefix: actor-name prefix (empty for an embedded cluster; the run name plus a dot when
             several runs share a cluster).
+        spaces: the env's ``(obs, action)`` spaces, if read already; None makes one env.
     """
 
     def __init__(
-        self, config: Config, run_dir: str | Path, resume: bool = False, prefix: str = ""
+        self,
+        config: Config,
+        run_dir: str | Path,
+        resume: bool = False,
+        prefix: str = "",
+        spaces: tuple[Any, Any] | None = None,
     ) -> None:
         self.config, self.prefix = config, prefix
         self.location = str(run_dir)
@@ -99,7 +105,7 @@ class Coordinator:
         self.round = round_steps(config)
         self.pacer = run_pacer(config, config.resources.env_workers)
         self.batch_steps = config.replay.batch_size * config.replay.seq_len
-        self.spaces = env_spaces(config)
+        self.spaces = spaces if spaces is not None else env_spaces(config)
         check_supported(get_model_spec(config.run.model), config, *self.spaces)
         self.is_image = "image" in self.spaces[0].spaces
         if self.storage is not None:

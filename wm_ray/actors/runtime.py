@@ -89,7 +89,7 @@ def train(
             ``"<run name>."`` on a shared one.
     """
     local, storage = resolve_run_dir(run_dir)
-    validate_run(config)  # before Ray starts or anything exists on disk
+    spaces: tuple[Any, Any] | None = validate_run(config)  # before Ray or anything on disk
     if storage is not None and not resume:
         storage.check_new_run()
     elif storage is None and not resume:
@@ -97,7 +97,10 @@ def train(
     if resume:
         if storage is not None:
             storage.restore(local)  # the coordinator finds it up to date
+        checked = config.env
         config = resolve_resume(config, local, allow_config_change)
+        if config.env != checked:
+            spaces = None  # the coordinator reads them from the run's env
     if prefix is None:
         prefix = f"{run_name(config)}." if cluster_address(config) else ""
     previous = signal.getsignal(signal.SIGTERM)
@@ -108,7 +111,7 @@ def train(
         signal.signal(signal.SIGTERM, _terminate)
     try:
         with starting_run(local, resume or storage is not None):
-            coordinator = Coordinator(config, run_dir, resume=resume, prefix=prefix)
+            coordinator = Coordinator(config, run_dir, resume=resume, prefix=prefix, spaces=spaces)
         try:
             return coordinator.run()
         finally:

@@ -179,6 +179,14 @@ def is_natively_batched(env_id: str, backend: str = "auto") -> bool:
     return hasattr(backend_module(spec.name), "make_vector")
 
 
+def max_envs(env_id: str, backend: str = "auto") -> int | None:
+    """How many envs of ``env_id`` can exist at once (None: no limit), from the backend's
+    optional ``max_envs(task)`` (``unity:editor``: 1, the Editor serves one connection)."""
+    spec, task = resolve_env(env_id, backend)
+    limit = getattr(backend_module(spec.name), "max_envs", None)
+    return None if limit is None else limit(task)
+
+
 def make_batched_env(
     env_id: str, num_envs: int, seed: int, backend: str = "auto", **kwargs: Any
 ) -> VectorEnvLike:
@@ -260,5 +268,6 @@ __all__ = [
     "make_batched_env",
     "make_configured_env",
     "make_env",
+    "max_envs",
     "resolve_env",
 ]

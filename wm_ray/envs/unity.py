@@ -23,8 +23,11 @@ terminal step a termination. ``reset`` resets the whole academy (as ML-Agents' g
 Seeding: ML-Agents has no per-reset seed; the seed goes to the build at launch (the Academy
 seeds ``UnityEngine.Random`` with it). ``reset(seed=s)`` therefore relaunches the build with
 seed ``s``, unless it was just launched with ``s`` and not used since; resets without a seed
-never relaunch. The same seed and actions repeat the same episodes when the game's logic is
-deterministic given ``UnityEngine.Random`` (physics and frame timing may not be).
+never relaunch. The Editor never reconnects (that needs Play pressed again): it keeps the seed
+of its connection and says so. It serves one env at a time (:func:`max_envs`), which a run's
+configuration is checked against before anything connects. The same seed and actions repeat
+the same episodes when the game's logic is deterministic given ``UnityEngine.Random`` (physics
+and frame timing may not be).
 
 Failures: an ML-Agents error (the process died, a timeout after ``timeout_wait`` seconds) is
 raised from ``reset``/``step`` as :class:`UnityEnvError` naming the build, port and pid, so the
@@ -78,6 +81,11 @@ def owns(env_id: str) -> bool:
 def list_ids() -> list[str]:
     """``unity:editor`` when mlagents-envs is installed (builds are paths: ``unity:<path>``)."""
     return [f"unity:{EDITOR}"] if importlib.util.find_spec("mlagents_envs") else []
+
+
+def max_envs(task: str) -> int | None:
+    """The Editor serves one connection (one env) at a time; builds have no limit."""
+    return 1 if task == EDITOR else None
 
 
 def build_path(task: str) -> str:

@@ -76,6 +76,7 @@ class UnityEnv(gym.Env):
         self._spec: Any = None
         self._agent: int | None = None
         self._broken = False
+        self._seed_warned = False
         try:
             self._launch(seed)
             self._build_spaces(camera)
@@ -119,6 +120,11 @@ class UnityEnv(gym.Env):
                         f"port {first} for the Unity Editor is taken (another env or program "
                         "uses it); the Editor serves one env at a time (num_envs=1)"
                     )
+                logger.warning(
+                    "waiting up to %s s for the Unity Editor on port %d: press Play",
+                    self._launch_args["timeout_wait"],
+                    first,
+                )
             else:
                 lease = lease_free_port(first, PORT_RANGE - (first - self._first_port))
             engine = EngineConfigurationChannel()
@@ -285,10 +291,22 @@ class UnityEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start an episode; a ``seed`` relaunches the build with it (see the module doc)."""
+        """Start an episode; a ``seed`` relaunches the build with it (see the module doc); the
+        Editor keeps the seed it connected with (a new connection needs Play pressed again)."""
         super().reset(seed=seed)
         if self._env is None:
             raise UnityEnvError(f"{self._where()} is closed")
+        if seed is not None and self._file_name is None:  # the Editor: never reconnects
+            if seed != self._launch_seed and not self._seed_warned:
+                logger.warning(
+                    "%s keeps the seed it connected with (%d): reset(seed=%d) does not "
+                    "reconnect, which would need Play pressed again",
+                    self._where(),
+                    self._launch_seed,
+                    seed,
+                )
+                self._seed_warned = True
+            seed = None
         if seed is not None and not (self._fresh and seed == self._launch_seed):
             self._shutdown()
             self._launch(seed)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_ray.config_io import ConfigError
 from wm_ray.core import Agent
 from wm_ray.envs.vector import VectorEnvLike
 from wm_ray.episodes import metric_values
@@ -94,15 +95,22 @@ def evaluate_run(
     staging directory first (:meth:`wm_ray.rundir.sync.RunStorage.restore`) and a video is
     uploaded to its ``videos/``.
     """
+    from wm_ray.envs.registry import max_envs
     from wm_ray.factory import create_model
     from wm_ray.loops.setup import make_vector_env
     from wm_ray.media import write_video
     from wm_ray.rundir.open import open_checkpoint
 
     (local, storage), config, path = open_checkpoint(run_dir, which, "evaluate")
-    venv = make_vector_env(
-        config.env, seed=config.run.seed + 2 * 10**6, num_envs=config.eval.num_envs
-    )
+    episodes = episodes or config.eval.episodes
+    if episodes < 1:
+        raise ConfigError(
+            f"the run's config has eval.episodes={config.eval.episodes} (it did not evaluate): "
+            "pass --episodes N (N >= 1)"
+        )
+    limit = max_envs(config.env.id, config.env.backend)  # unity:editor: 1
+    num_envs = min(config.eval.num_envs, limit or config.eval.num_envs)
+    venv = make_vector_env(config.env, seed=config.run.seed + 2 * 10**6, num_envs=num_envs)
     if video and "image" not in venv.obs_space.spaces:
         logger.warning(
             "no video: %s gives vector observations only (a run trained with env.pixels=true "
@@ -113,7 +121,7 @@ def evaluate_run(
     try:
         agent = create_model(config.run.model, venv.obs_space, venv.act_space, config)
         agent.load(path / "agent")
-        result = evaluate(agent, venv, episodes or config.eval.episodes, video=video)
+        result = evaluate(agent, venv, episodes, video=video)
     finally:
         venv.close()
     result["checkpoint"] = str(path)

@@ -22,6 +22,7 @@ from typing import Any
 from wm_ray import metrics as M
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, save_config, to_yaml
+from wm_ray.envs.vector import VectorEnvLike
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
 from wm_ray.loops.evaluate import evaluate
@@ -77,9 +78,7 @@ class Trainer:
             storage.mirror(run_dir)
         seed = config.run.seed
         self.venv = make_vector_env(config.env, seed=seed)
-        self.eval_venv = make_vector_env(
-            config.env, seed=seed + EVAL_SEED_OFFSET, num_envs=config.eval.num_envs
-        )
+        self.eval_venv: VectorEnvLike | None = None  # made at the first evaluation
         self.agent = create_model(
             config.run.model, self.venv.obs_space, self.venv.act_space, config
         )
@@ -162,6 +161,12 @@ class Trainer:
 
     def _evaluate(self, path: Path, video: bool) -> dict[str, Any]:
         """Evaluate the weights of checkpoint ``path``; a new best tags it ``best``."""
+        if self.eval_venv is None:
+            self.eval_venv = make_vector_env(
+                self.config.env,
+                seed=self.config.run.seed + EVAL_SEED_OFFSET,
+                num_envs=self.config.eval.num_envs,
+            )
         result = evaluate(self.agent, self.eval_venv, self.config.eval.episodes, video=video)
         if self.schedule.evaluated(result, self.counters.env_steps):
             ckpt.tag_checkpoint(path, "best")
@@ -237,7 +242,8 @@ class Trainer:
 
     def close(self) -> None:
         self.venv.close()
-        self.eval_venv.close()
+        if self.eval_venv is not None:
+            self.eval_venv.close()
         self.logger.close()
 
 
@@ -252,7 +258,7 @@ def train(
     ``run_dir`` is a path or a filesystem URI (:func:`wm_ray.rundir.open.resolve_run_dir`).
     """
     local, storage = resolve_run_dir(run_dir)
-    validate_run(config)  # before anything exists on disk
+    validate_run(config, single_process=True)  # before anything exists on disk
     if storage is None:
         with starting_run(local, resume):
             if resume:
