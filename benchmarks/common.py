@@ -24,12 +24,31 @@ def machine_tag() -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name with its family and model numbers (Linux), e.g. ``AMD EPYC (family
+    25, model 1)``: machines of one tag can be different CPU generations (AVX-512 or not)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return None
+    numbers = f" (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    return fields["model name"] + numbers
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
     }
     try:
         import numpy
@@ -39,6 +58,7 @@ def machine_info() -> dict[str, Any]:
             numpy=numpy.__version__,
             torch=torch.__version__,
             torch_threads=torch.get_num_threads(),
+            cpu_isa=torch.backends.cpu.get_cpu_capability(),  # what torch's kernels use
             cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         )
     except ImportError:
