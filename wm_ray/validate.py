@@ -91,11 +91,10 @@ def check_env_count(config: Config, single_process: bool = False) -> None:
     wanted = sum(n for _, n in parts)
     if limit is None or wanted <= limit:
         return
-    fix = (
-        "env.num_envs=1 eval.episodes=0"
-        if single_process
-        else ("env.num_envs=1 resources.env_workers=1 resources.eval_workers=0")
-    )
+    if single_process:
+        fix = "env.num_envs=1 eval.episodes=0"
+    else:
+        fix = "env.num_envs=1 resources.env_workers=1 resources.eval_workers=0"
     runtime = "single-process" if single_process else "Ray"
     raise ConfigError(
         f"env.id={env.id!r} serves at most {limit} env(s) at a time, but this {runtime} run "
