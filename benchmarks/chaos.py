@@ -71,6 +71,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import shlex
 import shutil
@@ -698,6 +699,7 @@ class ChaosRun:
                 == [s["names"] for s in disk["shards"]],
             },
             "updates": counters.get("updates"),
+            "training": training_record(self.model, lines, found[0] if found else None),
             "weights_version": counters.get("weights_version"),
             "learner": state["learner"] if state else None,
             "continuity": continuity,
@@ -789,6 +791,44 @@ def continuity_record(
     return {"checkpoint": ckpt, "first_line": seen, "problems": problems}
 
 
+def training_record(
+    model: str, lines: list[dict[str, Any]], checkpoint: str | None
+) -> dict[str, Any]:
+    """What the run learned and evaluated, from its metrics lines: updates, the
+    ``train/loss/`` metrics (all finite), evaluations, and the last checkpoint (verified when it
+    was read); ``problems`` lists what a family that learns lacks."""
+    from wm_ray.registry import get_model_spec
+
+    learns = get_model_spec(model).capabilities.learns
+    losses = {k: v for line in lines for k, v in line.items() if k.startswith("train/loss/")}
+    non_finite = sorted(
+        k for line in lines for k, v in line.items()
+        if k.startswith("train/loss/") and not math.isfinite(v)
+    )  # fmt: skip
+    updates = max((int(line.get("counters/updates", 0)) for line in lines), default=0)
+    evals = [line["eval/return"] for line in lines if "eval/return" in line]
+    problems = []
+    if learns and updates <= 0:
+        problems.append("no update")
+    if learns and not losses:
+        problems.append("no train/loss/ metric logged")
+    if non_finite:
+        problems.append(f"non-finite losses {non_finite}")
+    if not evals:
+        problems.append("no evaluation")
+    if checkpoint is None:
+        problems.append("no readable final checkpoint")
+    return {
+        "learns": learns,
+        "updates": updates,
+        "loss_metrics": sorted(losses),
+        "evaluations": len(evals),
+        "last_eval_return": evals[-1] if evals else None,
+        "checkpoint": checkpoint,
+        "problems": problems,
+    }
+
+
 def monotonic_problems(lines: list[dict[str, Any]], segments: list[int]) -> list[str]:
     """Counters that went backwards within one driver's metrics lines."""
     problems = []
@@ -828,10 +868,12 @@ def check(figures: dict[str, Any]) -> dict[str, Any]:
             for d in figures["driver_kills"]
         ),
         "no_actor_left": not figures["alive_after"],
+        "trained_and_evaluated": not figures["training"]["problems"],
     }
     problems = [name for name, ok in checks.items() if not ok]
     problems += [f"continuity: {p}" for c in figures["continuity"] for p in c["problems"]]
     problems += [f"monotonic: {p}" for p in figures["monotonic_within_drivers"]]
+    problems += [f"training: {p}" for p in figures["training"]["problems"]]
     if not checks["disk_equals_acked"]:
         problems.append(
             f"on disk {s['on_disk']} (+{sum(s['shards_evicted'])} evicted) != acknowledged {acked}"

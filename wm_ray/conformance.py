@@ -15,19 +15,20 @@ raises :class:`ConformanceError` naming the family and what it got wrong:
   weights (the learner's weights for a family that acts through a fixed behaviour policy);
 - ``checkpoint``: save -> load gives identical weights, optimizer states, randomness, actions
   and next update; an acting-only agent reads its part of the checkpoint;
-- ``acting weights``: the acting-only agent loaded with ``acting_weights()`` acts exactly like
-  the learner, and refuses to train;
+- ``acting weights``: the acting-only agent loaded with ``acting_weights()`` (sent as the Ray
+  runtime sends them, ``wm_ray.actors.wire``) acts exactly like the learner, refuses to train;
 - ``report``: media are uint8 strips ``(T, H, k * W, C)`` of image tasks;
 - ``refusals``: every observation kind, action kind and ``run`` option the family does not claim
   is refused with a message naming the family and what it supports.
 
-Nothing here runs on Ray: ``tests/integration/test_conformance_runtime.py`` runs one round of
-every family on the Ray runtime.
+Nothing here runs on Ray: ``tests/e2e/test_chaos.py`` runs every family on the Ray runtime
+(trains, evaluates, checkpoints, with its actors and driver killed on the way).
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 from wm_ray import registry
+from wm_ray.actors import wire
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
 from wm_ray.factory import create_model
@@ -159,10 +161,6 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _weights_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return same(a, b)
-
-
 def _learned(agent: Any) -> dict[str, Any]:
     """What an update must change: the acting weights, or, for a family that acts through a
     fixed behaviour policy (no acting weights, e.g. Genie), every network of the learner."""
@@ -257,7 +255,7 @@ def _check_update(spec: ModelSpec, agent: Any, batch: dict[str, Any], before: An
         return
     if not any(k.startswith("train/loss/") for k in metrics):
         raise _fail(spec, "update", f"no train/loss/<part>/<term> among {sorted(metrics)}")
-    if _weights_equal(before, _learned(agent)):
+    if same(before, _learned(agent)):
         what = "acting weights" if agent.acting_weights() else "learner's weights"
         raise _fail(spec, "update", f"one update changed none of the {what}")
 
@@ -277,7 +275,7 @@ def _check_checkpoint(
         fresh.load(Path(tmp) / "agent")
         acting = _build(spec, obs_space, act_space, config, True, agent_cls)
         acting.load(Path(tmp) / "agent")
-    if not _weights_equal(agent.acting_weights(), fresh.acting_weights()):
+    if not same(agent.acting_weights(), fresh.acting_weights()):
         raise _fail(spec, "checkpoint", "acting weights differ after save -> load")
     for name, module in getattr(agent, "nets", {}).items():
         other = fresh.nets[name].state_dict()
@@ -306,8 +304,9 @@ def _check_checkpoint(
 
 
 def _check_acting_weights(spec: ModelSpec, learner: Any, actor: Any, obs_space: Any) -> None:
-    actor.load_acting_weights(learner.acting_weights())
-    if not _weights_equal(learner.acting_weights(), actor.acting_weights()):
+    wired = pickle.loads(pickle.dumps(wire.pack(learner.acting_weights())))  # as Ray sends them
+    actor.load_acting_weights(wire.unpack(wired))
+    if not same(learner.acting_weights(), actor.acting_weights()):
         raise _fail(spec, "acting weights", "the acting agent's weights differ after loading")
     rng = np.random.default_rng(2)
     state = learner.random_state()

@@ -3,7 +3,11 @@
 
 One token-auth head (``deploy/local_cluster.sh``, ports 6391/8291/..., away from
 test_job_submit's) is shared by the families of ``wm_ray.registry.list_models()``: a family added
-to the registry is covered by its registry line (its ``test_config`` size). Each case runs the CI
+to the registry is covered by its registry line (its ``test_config`` size, a fake env of the
+first observation and action kinds it claims). This is also the conformance suite's run of every
+family on the Ray runtime: each case checks that its family updated with finite
+``train/loss/`` metrics, was evaluated and left a verified checkpoint. ``-k <family>`` runs only
+that family's chaos run (about 1-2 minutes). Each case runs the CI
 mode of the chaos run: 2 env workers, 2 replay shards, 2 learners, 1 eval worker; one env worker,
 one replay shard, one learner and the eval worker SIGKILLed in turn from outside (by PID, from the
 dashboard's state API), each restart counted; then the driver SIGKILLed after a checkpoint that
@@ -58,11 +62,22 @@ def cluster() -> Iterator[chaos.Cluster]:
         head.stop()
 
 
+def _selected(session: pytest.Session) -> list[str]:
+    """The families whose case this session runs (``-k dreamer`` runs one family's run)."""
+    chosen = {
+        item.callspec.params["family"]
+        for item in session.items
+        if item.path == Path(__file__) and hasattr(item, "callspec")
+    }
+    return [family for family in list_models() if family in chosen]
+
+
 @pytest.fixture(scope="module")
-def results(cluster: chaos.Cluster) -> Iterator[dict[str, Any]]:
-    """Every family's chaos run, :data:`CONCURRENT` at a time: family -> its figures and
-    checks, or the exception that ended it."""
+def results(cluster: chaos.Cluster, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The chaos run of every family selected, :data:`CONCURRENT` at a time: family -> its
+    figures and checks, or the exception that ended it."""
     work = Path(tempfile.mkdtemp(prefix="wm_ray-chaos-"))
+    families = _selected(request.session)
 
     def one(family: str) -> Any:
         try:
@@ -71,7 +86,7 @@ def results(cluster: chaos.Cluster) -> Iterator[dict[str, Any]]:
             return err
 
     with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
-        done = dict(zip(list_models(), pool.map(one, list_models()), strict=True))
+        done = dict(zip(families, pool.map(one, families), strict=True))
     try:
         yield done
     finally:
@@ -116,4 +131,29 @@ def test_a_run_survives_sigkill_of_every_actor_kind_and_of_its_driver(
     assert all(not c["problems"] for c in result["continuity"]), shown
     assert not result["monotonic_within_drivers"], shown
     assert not result["alive_after"], shown
+    # The family trained and was evaluated on the Ray runtime (issue 15's round of every family
+    # on the runtime is this run), with finite losses and a readable final checkpoint.
+    training = result["training"]
+    assert not training["problems"], json.dumps(training, indent=1)
     assert not result["problems"], shown
+
+
+def test_a_run_that_never_learned_or_evaluated_fails_the_training_check() -> None:
+    """The training check of each case (no cluster needed): what a metrics log lacks is named."""
+    good = [
+        {"step": 64, "counters/updates": 3, "train/loss/world_model/total": 1.5},
+        {"step": 128, "counters/updates": 6, "eval/return": 9.0},
+    ]
+    assert not chaos.training_record("dreamer", good, "step-000000000128")["problems"]
+    assert chaos.training_record("dreamer", [{"step": 64}], None)["problems"] == [
+        "no update",
+        "no train/loss/ metric logged",
+        "no evaluation",
+        "no readable final checkpoint",
+    ]
+    nan = [*good, {"step": 192, "train/loss/actor/total": float("nan")}]
+    assert chaos.training_record("dreamer", nan, "x")["problems"] == [
+        "non-finite losses ['train/loss/actor/total']"
+    ]
+    # random learns nothing: only the evaluation and the checkpoint are required.
+    assert not chaos.training_record("random", [{"eval/return": 1.0}], "x")["problems"]

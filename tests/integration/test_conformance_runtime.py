@@ -1,10 +1,10 @@
-"""Every registered family on the Ray runtime, and runs that move between the two loops.
+"""Runs that move between the two loops: a run started by ``--single-process`` resumes on the
+Ray runtime and then again in one process, its counters, log and replay continuing each time.
 
-- One short run of every family of ``list_models()`` (at its conformance test size, on a fake env
-  of a kind it claims) through the coordinator, env workers, replay shard and learner: every step
-  acknowledged, learning families update, a verified checkpoint at the end.
-- A run started by ``--single-process`` resumes on the Ray runtime and then again in one
-  process, its counters, log and replay continuing each time.
+Every family of ``list_models()`` runs on the Ray runtime in ``tests/e2e/test_chaos.py`` (at its
+conformance test size, on a fake env of a kind it claims; every step acknowledged, learning
+families update with finite losses, evaluation, a verified checkpoint), with its actors and
+driver killed on the way.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import pytest
 from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
-from wm_ray.conformance import family_config
 from wm_ray.loops.train import train as train_single
-from wm_ray.registry import get_model_spec, list_models
 from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
@@ -56,24 +54,6 @@ def _coordinate(config: Config, run_dir: Path, resume: bool = False) -> dict[str
 
 def _log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.mark.parametrize("family", list_models())
-def test_every_family_runs_a_round_on_the_ray_runtime(family: str, tmp_path: Path) -> None:
-    spec = get_model_spec(family)
-    caps = spec.capabilities
-    env = f"fake:{caps.observations[0]}-{caps.actions[0]}"
-    config = family_config(
-        spec, *RUNTIME, f"env.id={env}", "run.steps=96", f"run.run_dir={tmp_path}"
-    )
-    summary = _coordinate(config, tmp_path)
-    assert summary["env_steps"] == summary["acked_steps"] == 96, family
-    if caps.learns:
-        assert summary["updates"] > 0, f"{family} did no update on the runtime"
-        losses = [k for r in _log(tmp_path) for k in r if k.startswith("train/loss/")]
-        assert losses, f"{family} logged no train/loss/ metric"
-    ckpt.verify_checkpoint(summary["checkpoint"])
-    assert summary["eval_return"] is not None
 
 
 def _moving_config(run_dir: Path, steps: int) -> Config:

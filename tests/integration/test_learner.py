@@ -15,6 +15,7 @@ from wm_ray.actors import (
     remote_replay_shard,
     remote_weight_store,
 )
+from wm_ray.actors.wire import WireTensor
 from wm_ray.config import Config
 from wm_ray.config_io import build_config
 
@@ -108,6 +109,9 @@ def test_dreamer_pipeline_publishes_weights_the_worker_uses(actors: Any) -> None
     # version is in the store when train returns.
     assert 0 <= result["version"] <= 1
     assert result["version"] == ray.get(store.latest_version.remote())
+    # What the store holds is packed (numpy arrays): its process never needs torch.
+    held = ray.get(ray.get(store.get.remote())[1])
+    assert held and all(isinstance(v, WireTensor) for part in held.values() for v in part.values())
     assert result["metrics"] and all(math.isfinite(v) for v in result["metrics"].values())
     second = ray.get(worker.collect.remote(64))
     assert second["weights_version"] == result["version"] and second["weight_pulls"] == 1

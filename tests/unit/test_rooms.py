@@ -152,15 +152,24 @@ def test_no_module_is_longer_than_400_lines() -> None:
 def test_replay_shard_and_weight_store_processes_never_import_torch() -> None:
     """A Ray worker imports its actor's module (and the package around it): for a replay shard
     or the weight store that must not pull in torch (~200 MB per process, measured in a run:
-    145 MB per shard instead of 346 MB). The weight store may still import torch when it
-    unpickles weights; shards never do."""
+    145 MB per shard instead of 346 MB). The store also unpickles what learners publish: a
+    Dreamer agent's packed acting weights (``wm_ray.actors.wire``), and stores them again."""
+    import pickle
     import subprocess
     import sys
 
+    from wm_ray.actors.wire import pack
+    from wm_ray.config_io import build_config
+    from wm_ray.factory import create_model
+
+    config = build_config(["debug", "size_debug"], ["run.model=dreamer"])
+    published = pickle.dumps((7, pack(create_model("dreamer", config=config).acting_weights())))
     code = (
-        "import sys; import wm_ray.actors.replay_shard, wm_ray.actors.weights; "
+        "import pickle, sys; import wm_ray.actors.replay_shard, wm_ray.actors.weights; "
         "from wm_ray.actors import ReplayShard, WeightStore; "
+        "store = WeightStore(); version, weights = pickle.loads(sys.stdin.buffer.read()); "
+        "assert weights['actor'] and store.version == -1 and version == 7; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr or "torch was imported"
+    done = subprocess.run([sys.executable, "-c", code], input=published, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode() or "torch was imported"

@@ -26,6 +26,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from wm_ray.actors.naming import actor_name, actor_options, resolve
+from wm_ray.actors.wire import unpack
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.driver import Driver
@@ -134,7 +135,7 @@ class EnvWorker:
         version, weights = ray.get(self.weights.get.remote())
         if isinstance(weights, ray.ObjectRef):
             weights = ray.get(weights)
-        self.agent.load_acting_weights(weights)
+        self.agent.load_acting_weights(unpack(weights))
         self.weights_version = int(version)
         self.weight_pulls += 1
         return True

@@ -15,6 +15,7 @@ import ray
 import torch
 
 from wm_ray.actors.naming import actor_options
+from wm_ray.actors.wire import unpack
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.evaluate import evaluate
@@ -47,7 +48,7 @@ class EvalWorker:
         """Load ``weights`` (acting weights or an ObjectRef of them) and run ``episodes``."""
         if isinstance(weights, ray.ObjectRef):
             weights = ray.get(weights)
-        self.agent.load_acting_weights(weights)
+        self.agent.load_acting_weights(unpack(weights))
         return evaluate(self.agent, self.venv, episodes, video=video)
 
     def ping(self) -> int:

@@ -46,6 +46,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
 from wm_ray.actors.naming import actor_name, actor_options, resolve
+from wm_ray.actors.wire import pack
 from wm_ray.config import Config
 from wm_ray.factory import create_model
 from wm_ray.loops.schedule import run_pacer
@@ -236,7 +237,7 @@ class Learner:
             ray.get(self._publishing)
         self.version += 1
         self._publishing = self.weights_store.publish.remote(
-            self.version, self.agent.acting_weights()
+            self.version, pack(self.agent.acting_weights())
         )
         if sync:
             ray.get(self._publishing)

@@ -5,6 +5,9 @@ the Ray object store by the store itself (so the store owns them and they outliv
 learner); :meth:`WeightStore.get` hands out the ObjectRef, so the bytes travel from the object
 store to each worker directly and never through this actor again. Versions increase strictly
 (ARCHITECTURE.md invariant 5); an older or repeated version is refused.
+
+Learners publish weights packed by :mod:`wm_ray.actors.wire` (numpy arrays, no tensors), so this
+actor's process never imports torch.
 """
 
 from __future__ import annotations
