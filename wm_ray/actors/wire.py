@@ -21,6 +21,7 @@ This module imports torch only inside :func:`pack` and :func:`unpack`: unpicklin
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,20 +41,14 @@ def pack(tree: Any) -> Any:
     import torch
 
     def one(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu()
-            name = str(t.dtype).removeprefix("torch.")
-            try:
-                return WireTensor(name, t.numpy())
-            except TypeError:  # no numpy dtype (bfloat16, float8): the same bytes, unsigned
-                return WireTensor(name, t.view(_torch_uint(t.element_size())).numpy())
-        if isinstance(value, dict):
-            return {k: one(v) for k, v in value.items()}
-        if isinstance(value, list | tuple) and not _is_namedtuple(value):
-            return type(value)(one(v) for v in value)
-        return value
+        t = value.detach().cpu()
+        name = str(t.dtype).removeprefix("torch.")
+        try:
+            return WireTensor(name, t.numpy())
+        except TypeError:  # no numpy dtype (bfloat16, float8): the same bytes, unsigned
+            return WireTensor(name, t.view(_torch_uint(t.element_size())).numpy())
 
-    return one(tree)
+    return _map(tree, torch.Tensor, one)
 
 
 def unpack(tree: Any) -> Any:
@@ -63,22 +58,28 @@ def unpack(tree: Any) -> Any:
     read-only, so the tensors are for reading (``load_state_dict`` copies them)."""
     import torch
 
-    def one(value: Any) -> Any:
-        if isinstance(value, WireTensor):
-            with warnings.catch_warnings():  # a read-only array: the tensor is only read
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                t = torch.from_numpy(np.asarray(value.data))
-            dtype = getattr(torch, value.dtype, None)
-            if not isinstance(dtype, torch.dtype):
-                raise ValueError(f"packed weights name an unknown torch dtype {value.dtype!r}")
-            return t if t.dtype == dtype else t.view(dtype)
-        if isinstance(value, dict):
-            return {k: one(v) for k, v in value.items()}
-        if isinstance(value, list | tuple) and not _is_namedtuple(value):
-            return type(value)(one(v) for v in value)
-        return value
+    def one(value: WireTensor) -> Any:
+        with warnings.catch_warnings():  # a read-only array: the tensor is only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.asarray(value.data))
+        dtype = getattr(torch, value.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"packed weights name an unknown torch dtype {value.dtype!r}")
+        return t if t.dtype == dtype else t.view(dtype)
 
-    return one(tree)
+    return _map(tree, WireTensor, one)
+
+
+def _map(tree: Any, leaf: type, fn: Callable[[Any], Any]) -> Any:
+    """``tree`` with ``fn`` applied to every instance of ``leaf`` inside dicts, lists and
+    (non-named) tuples; everything else unchanged."""
+    if isinstance(tree, leaf):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: _map(v, leaf, fn) for k, v in tree.items()}
+    if isinstance(tree, list | tuple) and not _is_namedtuple(tree):
+        return type(tree)(_map(v, leaf, fn) for v in tree)
+    return tree
 
 
 def _is_namedtuple(value: Any) -> bool:
