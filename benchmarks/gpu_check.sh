@@ -44,6 +44,17 @@ STEPS=(
   "benchmarks/profile_update.py --sizes jax12m --obs image --repeats 3"
 )
 
+# What every step imports, checked first: a device's minutes are not spent on a missing wheel.
+$PY - <<'EOF'
+import importlib.util, sys
+need = {"torch": "torch", "numpy": "numpy", "gymnasium": "gymnasium (1.2.2)", "yaml": "PyYAML",
+        "pytest": "pytest"}
+missing = [name for module, name in need.items() if importlib.util.find_spec(module) is None]
+if missing:
+    sys.exit(f"gpu_check: {sys.executable} lacks {', '.join(missing)}: install them, or set "
+             "PYTHON to a Python that has them")
+EOF
+
 if [[ "${1:-}" == "--dry-run" ]]; then
   for step in "${STEPS[@]}"; do echo "$PY $step"; done
   # every step's script exists and its arguments parse
