@@ -800,7 +800,7 @@ def training_record(
     from wm_ray.registry import get_model_spec
 
     learns = get_model_spec(model).capabilities.learns
-    losses = {k: v for line in lines for k, v in line.items() if k.startswith("train/loss/")}
+    losses = {k for line in lines for k in line if k.startswith("train/loss/")}
     non_finite = sorted(
         k for line in lines for k, v in line.items()
         if k.startswith("train/loss/") and not math.isfinite(v)

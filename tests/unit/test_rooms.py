@@ -153,7 +153,7 @@ def test_replay_shard_and_weight_store_processes_never_import_torch() -> None:
     """A Ray worker imports its actor's module (and the package around it): for a replay shard
     or the weight store that must not pull in torch (~200 MB per process, measured in a run:
     145 MB per shard instead of 346 MB). The store also unpickles what learners publish: a
-    Dreamer agent's packed acting weights (``wm_ray.actors.wire``), and stores them again."""
+    Dreamer agent's packed acting weights (``wm_ray.actors.wire``) must load without torch."""
     import pickle
     import subprocess
     import sys

@@ -61,7 +61,7 @@ def unpack(tree: Any) -> Any:
     def one(value: WireTensor) -> Any:
         with warnings.catch_warnings():  # a read-only array: the tensor is only read
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(np.asarray(value.data))
+            t = torch.from_numpy(value.data)
         dtype = getattr(torch, value.dtype, None)
         if not isinstance(dtype, torch.dtype):
             raise ValueError(f"packed weights name an unknown torch dtype {value.dtype!r}")
