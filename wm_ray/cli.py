@@ -360,6 +360,15 @@ def _last_line(err: BaseException) -> str:
     return lines[-1].strip() if len(lines) > 1 else str(err)
 
 
+def _message(err: BaseException) -> str:
+    """``err``'s own message, or for one raised in a Ray actor (``ray::Actor.method()`` and a
+    traceback first) the message of the error raised there."""
+    if "ray::" not in str(err).split("\n", 1)[0]:
+        return str(err)
+    cause = getattr(err, "cause", None)  # RayTaskError keeps the remote error
+    return str(cause) if isinstance(cause, BaseException) else _last_line(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
     import signal
@@ -380,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, UnknownNameError, CheckpointError, ValueError) as err:
-        print(f"wm-ray: error: {err}", file=sys.stderr)
+        print(f"wm-ray: error: {_message(err)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, EnvFailure) as err:
         print(f"wm-ray: error: {_last_line(err)}", file=sys.stderr)

@@ -8,6 +8,7 @@ acknowledged lost - not the returns.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -23,6 +24,7 @@ from wm_ray.actors.coordinator import Coordinator
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, build_config
 from wm_ray.loops.schedule import run_pacer
+from wm_ray.loops.train import train
 from wm_ray.rundir import checkpoint as ckpt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
@@ -76,9 +78,15 @@ def check_bookkeeping(config: Config, summary: dict[str, Any], run_dir: Path) ->
     assert summary["acked_steps"] == summary["env_steps"], "steps lost or counted twice"
     log = records(run_dir)
     tolerance = run_pacer(config, config.resources.env_workers).tolerance
+    sampled = 0.0
     for record in log:
         if "replay/debt" in record:
             assert -BATCH * SEQ <= record["replay/debt"] <= tolerance, record
+            # The run's count of sampled steps never goes back (a restarted shard's limiter
+            # forgets the samples since its checkpoint; the coordinator must not).
+            now = record["replay/ratio"] * record["counters/acked_steps"]
+            assert now >= sampled * (1 - 1e-9), (record, sampled)
+            sampled = now
     final = log[-1]
     assert final["counters/env_steps"] == final["counters/acked_steps"] == config.run.steps
     for key in ("weights/version", "counters/restarts/env-worker", "replay/ratio"):
@@ -149,12 +157,36 @@ def test_a_tolerance_that_could_stall_the_runtime_is_refused(tmp_path: Path) -> 
         Coordinator(config, tmp_path)
 
 
+def test_a_resume_the_checkpoint_does_not_fit_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    train(make_config(tmp_path, "run.steps=64"), tmp_path)  # no update: only a checkpoint
+    saved = (tmp_path / "config.yaml").read_bytes()
+    config = make_config(tmp_path, "run.steps=256", "resources.replay_shards=2")
+    with pytest.raises(ConfigError, match=r"checkpoint has 1 replay shards, this run 2"):
+        Coordinator(config, tmp_path, resume=True, prefix=prefix())
+    # Refused by the learners, once every actor has started: the error names the checkpoint
+    # (not the learner's temporary copy), and no actor of the run is left behind.
+    name, agent = prefix(), str(ckpt.latest_checkpoint(tmp_path) / "agent")  # type: ignore[operator]
+    config = make_config(tmp_path, "run.steps=256", "dreamer.units=48")
+    with pytest.raises(ValueError, match=rf"checkpoint '{agent}': the weights do not fit"):
+        Coordinator(config, tmp_path, resume=True, prefix=name)
+    assert (tmp_path / "config.yaml").read_bytes() == saved
+    alive = [a for a in ray.util.list_named_actors(all_namespaces=True) if name in a["name"]]
+    assert not alive, alive
+
+
 def kill_mid_run(
     config: Config, run_dir: Path, kills: list[tuple[str, int]]
 ) -> tuple[dict[str, Any], Coordinator, dict[str, Any]]:
     """Run in a thread; ``ray.kill`` each named actor of ``kills`` (``(victim, after_steps)``,
-    in order) once ``after_steps`` steps are in.
+    in order) once ``after_steps`` steps are in and a learner call is in flight; a replay shard
+    only once that call has drawn samples it has not reported yet (the hardest moment for the
+    run's bookkeeping). The victim ``"replay-shard"`` is the shard that served the most samples
+    so far (streams land on shards by a hash of random names: a shard may hold nothing).
 
+    Meanwhile the coordinator's count of sampled steps is watched: it must never go back (a
+    restarted shard's limiter forgets samples; the run must not, or pacing would owe them again).
     Returns the summary, the coordinator (to close) and what was seen at the last kill: the
     coordinator's ``updates`` and the latest checkpoint's learner ``ckpt_updates``.
     """
@@ -171,21 +203,42 @@ def kill_mid_run(
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     seen: dict[str, Any] = {}
-    for victim, after_steps in kills:
-        deadline = time.monotonic() + 120
-        while coordinator.counters.env_steps < after_steps and thread.is_alive():
+    counts = [0.0]
+
+    def ready(shard: bool) -> bool:
+        served = sum(s.get("limiter_samples", 0.0) for s in coordinator.stats)
+        unreported = served > coordinator.reported_samples()
+        return coordinator.train_refs is not None and (unreported or not shard)
+
+    def watch(steps: float, shard: bool, seconds: float) -> None:
+        """Until ``steps`` env steps are in and the moment is :func:`ready`, or the run ends."""
+        deadline = time.monotonic() + seconds
+        while thread.is_alive() and (coordinator.counters.env_steps < steps or not ready(shard)):
             assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.05)
-        latest = ckpt.latest_checkpoint(run_dir)
-        seen = {
-            "updates": coordinator.counters.updates,
-            "ckpt_updates": ckpt.load_state(latest)["learner"]["updates"] if latest else None,
-        }
-        ray.kill(ray.get_actor(f"{name}{victim}", namespace="wm_ray_test"))
-    thread.join(timeout=240)
-    if "error" in out or thread.is_alive():
+            counts.append(coordinator.sampled())
+            time.sleep(0.01)
+
+    try:
+        for victim, after_steps in kills:
+            watch(after_steps, victim.startswith("replay-shard"), 120)
+            assert thread.is_alive(), f"the run ended before {victim} was killed: {out}"
+            latest = ckpt.latest_checkpoint(run_dir)
+            seen = {
+                "updates": coordinator.counters.updates,
+                "ckpt_updates": ckpt.load_state(latest)["learner"]["updates"] if latest else None,
+            }
+            if victim == "replay-shard":
+                served = [s.get("limiter_samples", 0.0) for s in coordinator.stats]
+                victim = f"replay-shard-{served.index(max(served))}"
+            ray.kill(ray.get_actor(f"{name}{victim}", namespace="wm_ray_test"))
+        watch(math.inf, False, 240)
+        if "error" in out:
+            raise AssertionError(f"run failed after killing {kills}: {out.get('error')}")
+        drops = [(a, b) for a, b in itertools.pairwise(counts) if b < a]
+        assert not drops, f"the run's sampled steps went back: {drops}"
+    except BaseException:
         coordinator.close()
-        raise AssertionError(f"run failed or hung after killing {kills}: {out.get('error')}")
+        raise
     return out["summary"], coordinator, seen
 
 
@@ -199,7 +252,7 @@ def test_a_killed_worker_and_shard_are_restarted_and_no_acknowledged_step_is_los
         "resources.replay_shards=2",
         "resources.eval_workers=0",
     )
-    kills = [("env-worker-0", 160), ("replay-shard-0", 288)]
+    kills = [("env-worker-0", 160), ("replay-shard", 288)]
     summary, coordinator, _ = kill_mid_run(config, tmp_path, kills)
     try:
         assert summary["restarts"]["env-worker"] == summary["restarts"]["replay-shard"] == 1

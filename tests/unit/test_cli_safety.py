@@ -131,6 +131,23 @@ def test_train_into_a_run_directory_refuses_without_resume_and_changes_nothing(
     assert _tree(run) == before
 
 
+def test_a_resume_the_checkpoint_refuses_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--single-process", *FAKE, "--run-dir", str(run), "--configs", "size_debug"]
+    quiet = ["logging.progress=false", "logging.tensorboard=false"]
+    assert main([*args, "--steps", "64", "--set", "run.model=dreamer", *quiet]) == 0
+    capsys.readouterr()
+    before = _tree(run)
+    bigger = ["--steps", "128", "--set", "run.model=dreamer", "dreamer.units=48", *quiet]
+    assert main([*args, *bigger, "--resume", "--allow-config-change"]) == 2
+    message = _error(capsys)
+    assert f"{run}/checkpoints/step-000000000064/agent" in message
+    assert "the weights do not fit this agent" in message
+    assert _tree(run) == before  # the run's config.yaml included: a plain --resume still works
+
+
 def test_an_empty_directory_is_a_fine_run_directory(tmp_path: Path) -> None:
     from wm_ray.rundir.open import check_fresh_run_dir
 

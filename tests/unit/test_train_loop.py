@@ -15,6 +15,7 @@ from wm_ray.config_io import ConfigError, build_config, load_config
 from wm_ray.loops.train import train
 from wm_ray.metrics import read_jsonl
 from wm_ray.rundir import checkpoint as ckpt
+from wm_ray.rundir.open import resume_checkpoint
 
 
 def small_config(run_dir: Path, steps: int, *extra: str):  # type: ignore[no-untyped-def]
@@ -99,6 +100,17 @@ def test_corrupt_checkpoint_is_refused_with_a_clear_message(tmp_path: Path) -> N
     (path / "meta.json").unlink()
     with pytest.raises(ckpt.CheckpointError, match=r"no meta\.json"):
         ckpt.load_state(path)
+
+
+def test_resume_refuses_another_number_of_replay_shards(tmp_path: Path) -> None:
+    train(small_config(tmp_path, 400), tmp_path)
+    message = r"checkpoint has 1 replay shards, this run 2 \(resources.replay_shards\)"
+    with pytest.raises(ConfigError, match=message):  # the check the Ray runtime makes
+        resume_checkpoint(tmp_path, str(tmp_path), shards=2)
+    changed = small_config(tmp_path, 600, "resources.replay_shards=2")
+    with pytest.raises(ConfigError, match=message):
+        train(changed, tmp_path, resume=True, allow_config_change=True)
+    assert train(small_config(tmp_path, 600), tmp_path, resume=True)["env_steps"] == 600
 
 
 def test_resume_without_a_checkpoint_is_an_error(tmp_path: Path) -> None:

@@ -41,14 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
 from wm_ray import metrics as M
 from wm_ray.actors.graph import ActorGraph
 from wm_ray.config import Config
-from wm_ray.config_io import ConfigError, save_config, to_yaml
+from wm_ray.config_io import save_config, to_yaml
 from wm_ray.factory import env_spaces
 from wm_ray.loops.evaluate import merge_evaluations
 from wm_ray.loops.schedule import (
@@ -110,34 +109,31 @@ class Coordinator:
         self.is_image = "image" in self.spaces[0].spaces
         if self.storage is not None:
             self.storage.prepare(self.run_dir, resume=resume)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir)
-        if self.storage is not None:
-            self.storage.mirror(self.run_dir)
         self.counters = RunCounters()
         checkpoint = self._resume_from() if resume else None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.graph = ActorGraph(
             config, self.run_dir, self.storage, self.spaces, self.counters, checkpoint, prefix
         )
+        save_config(config, self.run_dir)  # once the checkpoint loaded: a refused resume keeps it
+        if self.storage is not None:
+            self.storage.mirror(self.run_dir)
         self.logger = MetricsLogger(self.run_dir, config.logging.jsonl, config.logging.tensorboard)
         self.schedule = Schedule(config, self.counters, self.pacer, bool(self.graph.evaluators))
         self.collects: dict[Any, tuple[int, int]] = {}
         self.train_refs: list[Any] | None = None
         self.train_issued_at = 0.0
         self.learner_idle_at = -1.0
-        self.learner_sampled = 0.0  # the learners' sampled floor (see _sampled)
+        self.learner_sampled = 0.0  # the learners' sampled floor (see sampled)
+        self.sampled_offset = 0.0  # what restarted shards' limiters forgot (see _refresh_stats)
+        self.shard_restarts = self.counters.restarts["replay-shard"]
         self.evaluation: tuple[list[Any], int, Path] | None = None
         self.stats: list[dict[str, float]] = [{} for _ in self.graph.shards]
 
     def _resume_from(self) -> Path:
         """The checkpoint to resume from; its counters become the run's."""
-        path, state = resume_checkpoint(self.run_dir, self.location)
         shards = self.config.resources.replay_shards
-        if len(state["shards"]) != shards:
-            raise ConfigError(
-                f"--resume from {path}: the checkpoint has {len(state['shards'])} replay shards, "
-                f"this run {shards} (resources.replay_shards)"
-            )
+        path, state = resume_checkpoint(self.run_dir, self.location, shards)
         if self.config.replay.persist and self.storage is None:
             migrate_flat_replay(self.run_dir)
         self.counters = RunCounters.from_state(state["counters"])
@@ -148,12 +144,15 @@ class Coordinator:
     def _inserted(self) -> float:
         return sum(s.get("limiter_inserts", 0.0) for s in self.stats)
 
-    def _sampled(self) -> float:
-        """Steps sampled so far: never below what the learners know they sampled (a restarted
-        shard's limiter forgets the samples since the checkpoint it loaded; counting less than
-        the learners would stall the run: they owe nothing while collecting is refused)."""
-        known = max(self.counters.updates * self.batch_steps, self.learner_sampled)
-        return max(sum(s.get("limiter_samples", 0.0) for s in self.stats), float(known))
+    def reported_samples(self) -> float:
+        """Steps the learners have reported sampling (with their prefetched batch)."""
+        return max(self.counters.updates * self.batch_steps, self.learner_sampled)
+
+    def sampled(self) -> float:
+        """Steps sampled so far: the shards' count plus what restarted shards forgot, never below
+        what the learners know they sampled (less would stall the run: they would owe nothing)."""
+        counted = sum(s.get("limiter_samples", 0.0) for s in self.stats) + self.sampled_offset
+        return max(counted, self.reported_samples())
 
     def _grant(self) -> None:
         busy = {i for i, _ in self.collects.values()}
@@ -165,7 +164,7 @@ class Coordinator:
             if i in busy:
                 continue
             steps = min(self.round, remaining)
-            if not self.pacer.admits(self._inserted() + granted, steps, self._sampled()):
+            if not self.pacer.admits(self._inserted() + granted, steps, self.sampled()):
                 return
             self.collects[worker.collect.remote(steps)] = (i, steps)
 
@@ -208,7 +207,18 @@ class Coordinator:
         self.learner_idle_at = self.train_issued_at if head["updates"] == 0 else -1.0
 
     def _refresh_stats(self) -> None:
-        self.stats = self.graph.call_shards("stats")
+        """The shards' figures. A restarted shard's limiter forgot the samples drawn since the
+        checkpoint it loaded: the learners' call in flight is waited for, then the learners, idle,
+        know every sample, and what the shards' sum lacks of it is kept as an offset."""
+        stats = self.graph.call_shards("stats")
+        if self.counters.restarts["replay-shard"] != self.shard_restarts:
+            if self.train_refs is not None:
+                self._on_train()
+            self.shard_restarts = self.counters.restarts["replay-shard"]
+            stats = self.graph.call_shards("stats")
+            forgot = self.reported_samples() - sum(s.get("limiter_samples", 0.0) for s in stats)
+            self.sampled_offset = max(0.0, forgot)
+        self.stats = stats
 
     # -- checkpoints and evaluation ----------------------------------------------------------
 
@@ -244,24 +254,14 @@ class Coordinator:
         return path
 
     def sync(self) -> None:
-        """Upload what changed in the run directory to its storage (no-op for a local path):
-        the mirrored files, then the checkpoints (``meta.json`` last, then ``latest``)."""
+        """Upload what changed in the run to its storage (``RunStorage.sync_run``; local: no-op)."""
         if self.storage is not None:
             self.storage.sync_run(self.run_dir)
 
     def _start_eval(self, path: Path, video: bool = False) -> None:
         """Evaluate the weights just checkpointed at ``path`` on the eval workers."""
-        graph = self.graph
-        (version,) = graph.ask_learner("publish")
-        self.counters.weights_version = max(self.counters.weights_version, int(version))
-        _, weights = ray.get(graph.store.get.remote())
-        episodes = self.config.eval.episodes
-        shares = [len(part) for part in np.array_split(np.arange(episodes), len(graph.evaluators))]
-        refs = [
-            evaluator.evaluate.remote(weights, share, video and j == 0)
-            for j, (evaluator, share) in enumerate(zip(graph.evaluators, shares, strict=True))
-            if share > 0
-        ]
+        version, refs = self.graph.evaluate(self.config.eval.episodes, video)
+        self.counters.weights_version = max(self.counters.weights_version, version)
         self.evaluation = (refs, self.counters.env_steps, path)
 
     def _finish_eval(self) -> dict[str, Any]:
@@ -327,7 +327,7 @@ class Coordinator:
                     elif self.evaluation is not None and ref in self.evaluation[0]:
                         result = self._finish_eval()
                         extra.update(schedule.eval_record(result) if result else {})
-                schedule.tick(self._inserted(), self._sampled())
+                schedule.tick(self._inserted(), self.sampled())
                 if schedule.log_due() or extra:
                     self.logger.write(self._line(extra))
         except TrainingDiverged as err:
@@ -367,7 +367,7 @@ class Coordinator:
             **extra,
         }
         stored = sum(s.get("steps", 0.0) for s in self.stats)
-        return self.schedule.line(inserted, self._sampled(), stored, runtime)
+        return self.schedule.line(inserted, self.sampled(), stored, runtime)
 
     def _finish(self) -> dict[str, Any]:
         c, schedule = self.counters, self.schedule

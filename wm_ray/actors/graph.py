@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
@@ -78,16 +79,27 @@ class ActorGraph:
         self.state = ckpt.load_state(checkpoint) if checkpoint is not None else None
         res = config.resources
         self.placement: Placement = create_placement(res, name=f"{prefix}wm_ray")
-        self.store = remote_weight_store(config, prefix).remote()
-        self.shards: list[Any] = [self._start_shard(i) for i in range(res.replay_shards)]
-        ray.get([shard.ping.remote() for shard in self.shards])
-        if self.state is not None:
-            self._count_unrecorded()
+        self.store: Any = None
+        self.shards: list[Any] = []
         self.learners: list[Any] = []
-        self.start_learners()
         self.workers: list[Any] = [None] * res.env_workers
         self.streams: list[str] = [""] * res.env_workers
         self.worker_acked: list[int] = [0] * res.env_workers
+        self.evaluators: list[Any] = []
+        try:
+            self._start()
+        except BaseException:  # e.g. a checkpoint that does not fit: leave no actor behind
+            self.close(timeout=5.0)
+            raise
+
+    def _start(self) -> None:
+        res = self.config.resources
+        self.store = remote_weight_store(self.config, self.prefix).remote()
+        self.shards = [self._start_shard(i) for i in range(res.replay_shards)]
+        ray.get([shard.ping.remote() for shard in self.shards])
+        if self.state is not None:
+            self._count_unrecorded()
+        self.start_learners()
         for i in range(res.env_workers):
             self._start_worker(i)
         self.evaluators = [self._start_evaluator(i) for i in range(res.eval_workers)]
@@ -150,8 +162,9 @@ class ActorGraph:
             address, port = ray.get(self.learners[0].group_address.remote())
             ray.get([learner.join_group.remote(address, port) for learner in self.learners])
         if self.checkpoint is not None and self.state is not None:
-            files = ray.put(ckpt.read_files(self.checkpoint / "agent"))
-            ray.get([learner.load_agent_files.remote(files) for learner in self.learners])
+            agent = self.checkpoint / "agent"
+            files = ray.put(ckpt.read_files(agent))
+            ray.get([x.load_agent_files.remote(files, str(agent)) for x in self.learners])
             counters = self.state.get("learner", {"updates": 0, "version": -1})
             ray.get([learner.load_counters.remote(counters) for learner in self.learners])
         self.counters.weights_version = int(ray.get(self.learners[0].publish.remote()))
@@ -219,6 +232,8 @@ class ActorGraph:
         self._restart("replay-shard", i, error)
         ray.kill(self.shards[i])
         self.shards[i] = self._start_shard(i)
+        if self.state is None:  # no checkpoint's counts to load: see ReplayShard.forget_samples
+            self.shards[i].forget_samples.remote()
         ray.get(self.shards[i].ping.remote())
 
     def learners_died(self, error: BaseException) -> None:
@@ -235,6 +250,19 @@ class ActorGraph:
             ray.kill(evaluator)
             self.evaluators[i] = self._start_evaluator(i)
         self._restart("eval-worker", 0, error)
+
+    def evaluate(self, episodes: int, video: bool) -> tuple[int, list[Any]]:
+        """Publish rank 0's weights and evaluate them: their version and the refs of the eval
+        workers' ``evaluate`` calls, ``episodes`` split over them (the first records a video if
+        asked)."""
+        (version,) = self.ask_learner("publish")
+        _, weights = ray.get(self.store.get.remote())
+        shares = [len(part) for part in np.array_split(np.arange(episodes), len(self.evaluators))]
+        return int(version), [
+            evaluator.evaluate.remote(weights, share, video and j == 0)
+            for j, (evaluator, share) in enumerate(zip(self.evaluators, shares, strict=True))
+            if share > 0
+        ]
 
     def checkpointed(self, path: Path, state: dict[str, Any]) -> None:
         """Restarts from now on start from checkpoint ``path`` (with run state ``state``)."""

@@ -311,10 +311,15 @@ class Learner:
             self.agent.save(Path(tmp) / "agent")
             return ckpt.read_files(Path(tmp) / "agent")
 
-    def load_agent_files(self, files: dict[str, bytes]) -> None:
-        """Load an agent from :meth:`agent_files` output (a checkpoint's ``agent/`` files)."""
+    def load_agent_files(self, files: dict[str, bytes], shown: str) -> None:
+        """Load an agent from :meth:`agent_files` output (a checkpoint's ``agent/`` files);
+        errors name ``shown`` (the checkpoint's agent directory) instead of the copy loaded."""
         with tempfile.TemporaryDirectory(prefix="wm_ray-agent-") as tmp:
-            self.agent.load(ckpt.write_files(Path(tmp) / "agent", files))
+            directory = ckpt.write_files(Path(tmp) / "agent", files)
+            try:
+                self.agent.load(directory)
+            except ValueError as err:
+                raise ValueError(str(err).replace(str(directory), shown)) from None
 
     def counters(self) -> dict[str, Any]:
         """What a checkpoint records of the learner: updates, version, sampled floor."""

@@ -115,6 +115,14 @@ class ReplayShard:
         """The replay's storage, traffic and limiter figures, plus ``shard``."""
         return {**self.replay.stats(), "shard": float(self.index)}
 
+    def forget_samples(self) -> None:
+        """Count no samples (the limiter of a reloaded replay assumes it was sampled on-ratio).
+
+        For a shard restarted before the run's first checkpoint: the run's count of sampled
+        steps is the learners' (exact), and a guess here could only make the shards' sum wrong.
+        """
+        self.replay.limiter.samples = 0
+
     def acknowledged(self) -> int:
         """Total acknowledged (inserted) steps, including those reloaded from the directory."""
         return int(self.replay.stats()["inserted_steps"])

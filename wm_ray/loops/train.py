@@ -72,10 +72,9 @@ class Trainer:
         self.run_dir = run_dir
         self.storage = storage
         self.location = storage.uri if storage is not None else str(run_dir)
+        shards = config.resources.replay_shards
+        resumed = resume_checkpoint(run_dir, self.location, shards) if resume else None
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir)
-        if storage is not None:
-            storage.mirror(run_dir)
         seed = config.run.seed
         self.venv = make_vector_env(config.env, seed=seed)
         self.eval_venv: VectorEnvLike | None = None  # made at the first evaluation
@@ -86,7 +85,6 @@ class Trainer:
         self.pacer = run_pacer(config)
         if resume:
             migrate_flat_replay(run_dir)
-        shards = config.resources.replay_shards
         dirs = [shard_directory(run_dir, i) if replay.persist else None for i in range(shards)]
         self.replay = ShardedReplay(replay, dirs, seed, self.pacer.tolerance, SPLIT_SEED_OFFSET)
         self.preload = preload_paths(replay.preload)
@@ -101,15 +99,18 @@ class Trainer:
         )
         self.driver = Driver(self.venv, self.agent, sinks=(self.writer.add,))
         self.counters = RunCounters()
-        if resume:
-            self._restore()
+        if resumed is not None:
+            self._restore(*resumed)
+        # Written once the checkpoint loaded: a refused resume leaves the run's config as it was.
+        save_config(config, run_dir)
+        if storage is not None:
+            storage.mirror(run_dir)
         self.logger = MetricsLogger(run_dir, config.logging.jsonl, config.logging.tensorboard)
         self.train_state = self.agent.init_train(replay.batch_size)
         self.schedule = Schedule(config, self.counters, self.pacer)
         self.is_image = "image" in self.venv.obs_space.spaces
 
-    def _restore(self) -> None:
-        path, state = resume_checkpoint(self.run_dir, self.location)
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
         self.agent.load(path / "agent")
         try:
             self.replay.load_state_dicts(state["shards"])

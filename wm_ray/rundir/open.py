@@ -79,11 +79,14 @@ def open_checkpoint(
     return (local, storage), config, path
 
 
-def resume_checkpoint(run_dir: Path, shown: str) -> tuple[Path, dict[str, Any]]:
+def resume_checkpoint(
+    run_dir: Path, shown: str, shards: int | None = None
+) -> tuple[Path, dict[str, Any]]:
     """``(path, verified run state)`` of the checkpoint ``latest`` names, for ``--resume``.
 
     Raises:
-        ConfigError: the run has no checkpoint.
+        ConfigError: the run has no checkpoint, or its number of replay shards is not
+            ``shards`` (when given).
         CheckpointError: it is incomplete or corrupt (the message lists the others and how to
             resume from one).
     """
@@ -91,10 +94,16 @@ def resume_checkpoint(run_dir: Path, shown: str) -> tuple[Path, dict[str, Any]]:
     if path is None:
         raise ConfigError(f"--resume: {shown} has no checkpoint to resume from")
     try:
-        return path, ckpt.load_state(path)
+        state = ckpt.load_state(path)
     except ckpt.CheckpointError as err:
         how = f"to resume from one, write its name into {shown}/checkpoints/latest"
         raise ckpt.refused(err, path, how) from None
+    if shards is not None and len(state["shards"]) != shards:
+        raise ConfigError(
+            f"--resume from {path}: the checkpoint has {len(state['shards'])} replay shards, "
+            f"this run {shards} (resources.replay_shards)"
+        )
+    return path, state
 
 
 def resolve_resume(requested: Config, run_dir: Path, allow_change: bool) -> Config:
