@@ -9,7 +9,7 @@ from pathlib import Path
 
 from wm_ray.bench import add_bench_parser
 from wm_ray.benchmark.command import add_benchmark_parser
-from wm_ray.cli_text import PARSER_TEXT
+from wm_ray.cli_text import PARSER_TEXT, error_message
 from wm_ray.config import Config
 from wm_ray.ingest.command import add_ingest_parser
 from wm_ray.jobs import add_submit_parser
@@ -353,22 +353,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _last_line(err: BaseException) -> str:
-    """The message of ``err``: for an error raised in a Ray actor (whose text starts with the
-    remote traceback), its last non-empty line."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[-1].strip() if len(lines) > 1 else str(err)
-
-
-def _message(err: BaseException) -> str:
-    """``err``'s own message, or for one raised in a Ray actor (``ray::Actor.method()`` and a
-    traceback first) the message of the error raised there."""
-    if "ray::" not in str(err).split("\n", 1)[0]:
-        return str(err)
-    cause = getattr(err, "cause", None)  # RayTaskError keeps the remote error
-    return str(cause) if isinstance(cause, BaseException) else _last_line(err)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import logging
     import signal
@@ -389,14 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, UnknownNameError, CheckpointError, ValueError) as err:
-        print(f"wm-ray: error: {_message(err)}", file=sys.stderr)
+        print(f"wm-ray: error: {error_message(err)}", file=sys.stderr)
         return 2
     except (TrainingDiverged, EnvFailure) as err:
-        print(f"wm-ray: error: {_last_line(err)}", file=sys.stderr)
+        print(f"wm-ray: error: {error_message(err)}", file=sys.stderr)
         return 3
     except OSError as err:  # a full disk, a read-only or vanished run directory, ...
         where = f": {err.filename}" if err.filename else ""
-        print(f"wm-ray: error: {err.strerror or _last_line(err)}{where}", file=sys.stderr)
+        print(f"wm-ray: error: {err.strerror or error_message(err)}{where}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         print("wm-ray: interrupted", file=sys.stderr)

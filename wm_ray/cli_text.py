@@ -1,4 +1,5 @@
-"""The text of ``wm-ray --help``: what the tool is and where its env ids come from."""
+"""The text of ``wm-ray --help`` (what the tool is and where its env ids come from) and of its
+errors."""
 
 from __future__ import annotations
 
@@ -30,4 +31,17 @@ PARSER_TEXT: dict[str, Any] = {
 }
 """Keyword arguments of the top-level ``argparse.ArgumentParser``."""
 
-__all__ = ["EPILOG", "PARSER_TEXT"]
+
+def error_message(err: BaseException) -> str:
+    """The message of ``err``; for an error raised in a Ray actor (its text starts with
+    ``ray::`` and the remote traceback), the message of the error raised there."""
+    text = str(err)
+    if "ray::" not in text.split("\n", 1)[0]:
+        return text
+    cause = getattr(err, "cause", None)  # a RayTaskError keeps the remote error
+    if isinstance(cause, BaseException):
+        return str(cause)
+    return [line for line in text.splitlines() if line.strip()][-1].strip()
+
+
+__all__ = ["EPILOG", "PARSER_TEXT", "error_message"]

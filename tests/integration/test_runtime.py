@@ -21,6 +21,7 @@ import pytest
 import ray
 
 from wm_ray.actors.coordinator import Coordinator
+from wm_ray.cli_text import error_message
 from wm_ray.config import Config
 from wm_ray.config_io import ConfigError, build_config
 from wm_ray.loops.schedule import run_pacer
@@ -174,6 +175,18 @@ def test_a_resume_the_checkpoint_does_not_fit_is_refused_and_changes_nothing(
     assert (tmp_path / "config.yaml").read_bytes() == saved
     alive = [a for a in ray.util.list_named_actors(all_namespaces=True) if name in a["name"]]
     assert not alive, alive
+
+
+def test_an_error_raised_in_an_actor_is_shown_as_its_own_message() -> None:
+    @ray.remote
+    def fails() -> None:
+        raise ValueError("checkpoint 'run/agent': the weights do not fit")
+
+    with pytest.raises(ValueError) as caught:
+        ray.get(fails.remote())
+    assert "ray::" in str(caught.value).splitlines()[0]  # Ray's text: the remote traceback
+    assert error_message(caught.value) == "checkpoint 'run/agent': the weights do not fit"
+    assert error_message(ValueError("two\nlines")) == "two\nlines"  # a local error: as it is
 
 
 def kill_mid_run(
