@@ -189,14 +189,21 @@ def test_an_error_raised_in_an_actor_is_shown_as_its_own_message() -> None:
     assert error_message(ValueError("two\nlines")) == "two\nlines"  # a local error: as it is
 
 
+SHARD_WAIT = 96
+"""Env steps :func:`kill_mid_run` waits beyond a shard kill's ``after_steps`` for the moment
+with unreported samples (the coordinator may not see one on a loaded machine)."""
+
+
 def kill_mid_run(
     config: Config, run_dir: Path, kills: list[tuple[str, int]]
 ) -> tuple[dict[str, Any], Coordinator, dict[str, Any]]:
     """Run in a thread; ``ray.kill`` each named actor of ``kills`` (``(victim, after_steps)``,
     in order) once ``after_steps`` steps are in and a learner call is in flight; a replay shard
-    only once that call has drawn samples it has not reported yet (the hardest moment for the
-    run's bookkeeping). The victim ``"replay-shard"`` is the shard that served the most samples
-    so far (streams land on shards by a hash of random names: a shard may hold nothing).
+    preferably once the coordinator has counted samples of that call that the learners have not
+    reported yet (the hardest moment for the run's bookkeeping; if it has not come within
+    ``SHARD_WAIT`` more steps, the shard is killed anyway). The victim ``"replay-shard"`` is the
+    shard that served the most samples so far (streams land on shards by a hash of random
+    names: a shard may hold nothing).
 
     Meanwhile the coordinator's count of sampled steps is watched: it must never go back (a
     restarted shard's limiter forgets samples; the run must not, or pacing would owe them again).
@@ -218,15 +225,16 @@ def kill_mid_run(
     seen: dict[str, Any] = {}
     counts = [0.0]
 
-    def ready(shard: bool) -> bool:
+    def ready(steps: float, shard: bool) -> bool:
         served = sum(s.get("limiter_samples", 0.0) for s in coordinator.stats)
-        unreported = served > coordinator.reported_samples()
-        return coordinator.train_refs is not None and (unreported or not shard)
+        now = coordinator.counters.env_steps
+        unreported = served > coordinator.reported_samples() or now >= steps + SHARD_WAIT
+        return now >= steps and coordinator.train_refs is not None and (unreported or not shard)
 
     def watch(steps: float, shard: bool, seconds: float) -> None:
         """Until ``steps`` env steps are in and the moment is :func:`ready`, or the run ends."""
         deadline = time.monotonic() + seconds
-        while thread.is_alive() and (coordinator.counters.env_steps < steps or not ready(shard)):
+        while thread.is_alive() and not ready(steps, shard):
             assert time.monotonic() < deadline, "the run made no progress"
             counts.append(coordinator.sampled())
             time.sleep(0.01)
