@@ -228,8 +228,8 @@ def kill_mid_run(
     def ready(steps: float, shard: bool) -> bool:
         served = sum(s.get("limiter_samples", 0.0) for s in coordinator.stats)
         now = coordinator.counters.env_steps
-        unreported = served > coordinator.reported_samples() or now >= steps + SHARD_WAIT
-        return now >= steps and coordinator.train_refs is not None and (unreported or not shard)
+        hard = served > coordinator.reported_samples() or now >= steps + SHARD_WAIT
+        return now >= steps and coordinator.train_refs is not None and (hard or not shard)
 
     def watch(steps: float, shard: bool, seconds: float) -> None:
         """Until ``steps`` env steps are in and the moment is :func:`ready`, or the run ends."""
