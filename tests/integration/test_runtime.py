@@ -8,6 +8,7 @@ acknowledged lost - not the returns.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -31,6 +32,15 @@ from wm_ray.rundir import checkpoint as ckpt
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
 
 BATCH, SEQ, MIN_SIZE, SPI, CHUNK, NUM_ENVS = 4, 8, 64, 4, 16, 2
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its sha256."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def make_config(run_dir: Path, *extra: str) -> Config:
@@ -162,17 +172,20 @@ def test_a_resume_the_checkpoint_does_not_fit_is_refused_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
     train(make_config(tmp_path, "run.steps=64"), tmp_path)  # no update: only a checkpoint
-    saved = (tmp_path / "config.yaml").read_bytes()
+    saved = tree(tmp_path)
+    assert sum("/shard-0/" in name and name.endswith(".chunk") for name in saved) >= 2
     config = make_config(tmp_path, "run.steps=256", "resources.replay_shards=2")
     with pytest.raises(ConfigError, match=r"checkpoint has 1 replay shards, this run 2"):
         Coordinator(config, tmp_path, resume=True, prefix=prefix())
     # Refused by the learners, once every actor has started: the error names the checkpoint
     # (not the learner's temporary copy), and no actor of the run is left behind.
     name, agent = prefix(), str(ckpt.latest_checkpoint(tmp_path) / "agent")  # type: ignore[operator]
-    config = make_config(tmp_path, "run.steps=256", "dreamer.units=48")
+    # A smaller replay as well: the shards' reload evicts, but deletes no file of a refused start.
+    smaller = f"replay.capacity={CHUNK}"
+    config = make_config(tmp_path, "run.steps=256", "dreamer.units=48", smaller)
     with pytest.raises(ValueError, match=rf"checkpoint '{agent}': the weights do not fit"):
         Coordinator(config, tmp_path, resume=True, prefix=name)
-    assert (tmp_path / "config.yaml").read_bytes() == saved
+    assert tree(tmp_path) == saved  # config.yaml, checkpoints and every chunk file
     alive = [a for a in ray.util.list_named_actors(all_namespaces=True) if name in a["name"]]
     assert not alive, alive
 

@@ -136,11 +136,15 @@ def test_a_resume_the_checkpoint_refuses_changes_nothing(
 ) -> None:
     run = tmp_path / "run"
     args = ["train", "--single-process", *FAKE, "--run-dir", str(run), "--configs", "size_debug"]
-    quiet = ["logging.progress=false", "logging.tensorboard=false"]
+    quiet = ["logging.progress=false", "logging.tensorboard=false", "replay.chunk_len=16"]
     assert main([*args, "--steps", "64", "--set", "run.model=dreamer", *quiet]) == 0
     capsys.readouterr()
     before = _tree(run)
-    bigger = ["--steps", "128", "--set", "run.model=dreamer", "dreamer.units=48", *quiet]
+    assert sum(name.startswith("replay/") for name in before) >= 4  # chunk files
+    # A smaller replay, which on its own would evict the oldest chunks as the run goes on, and a
+    # model the checkpoint's weights do not fit: the refusal must not have evicted anything.
+    smaller = ["replay.capacity=16", "dreamer.units=48"]
+    bigger = ["--steps", "128", "--set", "run.model=dreamer", *smaller, *quiet]
     assert main([*args, *bigger, "--resume", "--allow-config-change"]) == 2
     message = _error(capsys)
     assert f"{run}/checkpoints/step-000000000064/agent" in message

@@ -94,9 +94,20 @@ def test_reload_reapplies_capacity_and_deletes_evicted_files(tmp_path: Path) -> 
     fill(Replay(config(capacity=1000), tmp_path))
     assert len(files(tmp_path)) == 24
     smaller = Replay(config(capacity=80), tmp_path)
-    assert len(smaller) == 80 and len(files(tmp_path)) == 10
+    assert len(smaller) == 80 and smaller.stats()["evicted_chunks"] == 14
     assert [c.seq for c in smaller.store.oldest_first()] == list(range(14, 24))
     assert smaller.stats()["inserted_total"] == 24 * 8
+    # The evicted files stay until the run goes on: a start refused later loses no data ...
+    assert len(files(tmp_path)) == 24
+    assert len(Replay(config(capacity=1000), tmp_path)) == 24 * 8
+    # ... and go at the first insert (or checkpoint: state_dict, manifest).
+    smaller.add_chunk("later", 0, make_chunk(0, sid=5))
+    assert len(files(tmp_path)) == 10
+    assert len(files(tmp_path)) == 10
+    again = Replay(config(capacity=40), tmp_path)
+    assert len(again) == 40 and len(files(tmp_path)) == 10
+    again.state_dict()
+    assert len(files(tmp_path)) == 5
 
 
 def test_reload_without_state_continues_counters_without_limiter_debt(tmp_path: Path) -> None:

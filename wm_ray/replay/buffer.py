@@ -22,8 +22,16 @@ from wm_ray.replay.chunkfile import ChunkHeader, CorruptChunkError
 from wm_ray.replay.limiter import Limiter, pacing_tolerance
 from wm_ray.replay.selectors import make_selector
 from wm_ray.replay.sequences import SequenceIndex, gather
-from wm_ray.replay.storage import Chunk, ChunkStore, Spec, parse_bytes, spec_mismatch, spec_of
-from wm_ray.types import FLAG_KEYS, check_step_keys
+from wm_ray.replay.storage import (
+    Chunk,
+    ChunkStore,
+    Spec,
+    parse_bytes,
+    spec_mismatch,
+    spec_of,
+    validated_chunk,
+)
+from wm_ray.types import check_step_keys
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,7 @@ class Replay:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._evicted_upto: dict[str, int] = {}
         self.preloaded_steps = 0
+        self._unlink_later: list[Path] = []
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._reload()
@@ -110,7 +119,8 @@ class Replay:
         Raises:
             ValueError: naming what is wrong with ``stream``, ``index`` or the arrays.
         """
-        data = self._validate(stream, index, chunk)
+        data = validated_chunk(stream, index, chunk)
+        self._delete_evicted_files()
         length = len(next(iter(data.values())))
         if self.store.get(stream, index) is not None:
             self._counts["duplicate_chunks"] += 1
@@ -140,14 +150,14 @@ class Replay:
         ``preloaded_steps``, not as inserted steps, so the limiter's ratio stays one to env
         steps. A chunk already stored is skipped. Returns the steps stored.
         """
-        data = self._validate(stream, index, chunk)
+        data = validated_chunk(stream, index, chunk)
         if self.store.get(stream, index) is not None:
             return 0
         new = Chunk(stream, int(index), -1, self._counts["inserted_steps"], data)
         self._insert(new)
         self.preloaded_steps += new.length
         while self.store.over_limits():
-            self._evict_oldest()
+            self._evict_oldest(later=True)
         return new.length
 
     def can_sample(self, seq_len: int | None = None) -> bool:
@@ -210,7 +220,11 @@ class Replay:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters, limiter and generator state (JSON-able); the data itself lives in the files."""
+        """Counters, limiter and generator state (JSON-able); the data itself lives in the files.
+
+        A checkpoint commits the start: the files its reload evicted are deleted now.
+        """
+        self._delete_evicted_files()
         return {
             "version": 1,
             "next_seq": self._next_seq,
@@ -246,6 +260,7 @@ class Replay:
 
     def manifest(self) -> dict[str, Any]:
         """What a checkpoint records: chunk files present (oldest first) and counts."""
+        self._delete_evicted_files()  # a checkpoint commits the start, as in state_dict
         return {
             "format": "wm_ray.replay/1",
             "directory": str(self.directory) if self.directory is not None else None,
@@ -259,41 +274,36 @@ class Replay:
             "corrupt": [str(path) for path, _ in self.corrupt],
         }
 
-    def _validate(self, stream: str, index: int, chunk: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Check the arguments and return C-contiguous private copies of the arrays."""
-        if not isinstance(stream, str) or not stream:
-            raise ValueError(f"stream must be a non-empty string, got {stream!r}")
-        if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
-            raise ValueError(f"chunk index must be an integer >= 0, got {index!r}")
-        if not isinstance(chunk, dict) or not chunk:
-            raise ValueError(f"chunk must be a non-empty dict of arrays, got {type(chunk)}")
-        check_step_keys(chunk)
-        data = {key: np.array(value, order="C", copy=True) for key, value in chunk.items()}
-        for key in FLAG_KEYS:
-            data[key] = data[key].astype(bool, copy=False)
-        lengths = {key: value.shape[0] if value.ndim else None for key, value in data.items()}
-        if len(set(lengths.values())) != 1 or None in lengths.values() or 0 in lengths.values():
-            raise ValueError(
-                f"chunk {index} of stream {stream!r}: every array needs the same leading time "
-                f"axis L >= 1 (L, ...); got lengths {lengths}"
-            )
-        return data
-
     def _insert(self, chunk: Chunk) -> None:
         self.store.add(chunk)
         for index in self._indexes.values():
             index.on_add(chunk)
 
-    def _evict_oldest(self) -> None:
+    def _evict_oldest(self, later: bool = False) -> None:
+        """Evict the oldest chunk; its file goes now (``later``: at the next insert or save)."""
         chunk, prev = self.store.pop_oldest()
         for index in self._indexes.values():
             index.on_evict(chunk, prev)
         self._count_eviction(chunk.stream, chunk.index, chunk.length)
         if chunk.path is not None:
+            self._unlink_later.append(chunk.path)
+            if not later:
+                self._delete_evicted_files()
+
+    def _delete_evicted_files(self) -> None:
+        """Delete the files of evicted chunks.
+
+        Evictions while the replay starts (its reload under a smaller ``capacity`` or
+        ``ram_budget``, a data set preloaded on top) delete their files only here, at the first
+        insert or checkpoint: a start that fails after the replay was opened (a resume refused
+        because the checkpoint's weights do not fit) leaves every chunk file where it was.
+        """
+        for path in self._unlink_later:
             try:
-                chunk.path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             except OSError as e:
-                logger.warning("replay: could not delete evicted chunk file %s: %s", chunk.path, e)
+                logger.warning("replay: could not delete evicted chunk file %s: %s", path, e)
+        self._unlink_later.clear()
 
     def _count_eviction(self, stream: str, index: int, length: int) -> None:
         self._counts["evicted_chunks"] += 1
@@ -321,8 +331,9 @@ class Replay:
     def _reload(self) -> None:
         """Load the directory's chunk files: newest first while capacity and RAM allow.
 
-        Files older than the newest run that fits are evicted (deleted), exactly as if the limits
-        had been applied while inserting; corrupt, partial and inconsistent files are quarantined.
+        Files older than the newest run that fits are evicted, exactly as if the limits had been
+        applied while inserting (their files deleted at the first insert or checkpoint:
+        :meth:`_delete_evicted_files`); corrupt, partial and inconsistent files are quarantined.
         """
         assert self.directory is not None
         finished, temps = chunkfile.list_chunk_files(self.directory)
@@ -349,8 +360,9 @@ class Replay:
                 steps + header.length > self.store.capacity
                 or nbytes + header.nbytes > self.store.ram_budget
             ):
-                # Everything this old was evicted (or would have been): drop it as eviction does.
-                header.path.unlink(missing_ok=True)
+                # Everything this old was evicted (or would have been): drop it as eviction does
+                # (its file deleted once the run goes on).
+                self._unlink_later.append(header.path)
                 self._count_eviction(header.stream, header.index, header.length)
                 steps = self.store.capacity + 1  # keep evicting every older file
                 continue
@@ -376,7 +388,7 @@ class Replay:
             chunk.path = header.path
             self._insert(chunk)
         while self.store.over_limits():  # a single chunk larger than the limits
-            self._evict_oldest()
+            self._evict_oldest(later=True)
         logger.info(
             "replay: reloaded %d chunks (%d steps) from %s",
             self.store.num_chunks,

@@ -13,8 +13,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from wm_ray.types import FLAG_KEYS, check_step_keys
 
 Spec = dict[str, tuple[str, tuple[int, ...]]]
 """Per key: dtype string and the per-step shape (without the leading time axis)."""
@@ -219,3 +222,29 @@ class ChunkStore:
         """Stored chunks from newest to oldest."""
         for pos in range(self.tail - 1, self.head - 1, -1):
             yield self.at(pos)
+
+
+def validated_chunk(stream: str, index: int, chunk: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Check a chunk offered to :meth:`~wm_ray.replay.buffer.Replay.add_chunk` and return
+    C-contiguous private copies of its arrays (flags as bool).
+
+    Raises:
+        ValueError: naming what is wrong with ``stream``, ``index`` or the arrays.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"stream must be a non-empty string, got {stream!r}")
+    if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
+        raise ValueError(f"chunk index must be an integer >= 0, got {index!r}")
+    if not isinstance(chunk, dict) or not chunk:
+        raise ValueError(f"chunk must be a non-empty dict of arrays, got {type(chunk)}")
+    check_step_keys(chunk)
+    data = {key: np.array(value, order="C", copy=True) for key, value in chunk.items()}
+    for key in FLAG_KEYS:
+        data[key] = data[key].astype(bool, copy=False)
+    lengths = {key: value.shape[0] if value.ndim else None for key, value in data.items()}
+    if len(set(lengths.values())) != 1 or None in lengths.values() or 0 in lengths.values():
+        raise ValueError(
+            f"chunk {index} of stream {stream!r}: every array needs the same leading time "
+            f"axis L >= 1 (L, ...); got lengths {lengths}"
+        )
+    return data
