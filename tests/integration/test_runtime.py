@@ -190,6 +190,17 @@ def test_a_resume_the_checkpoint_does_not_fit_is_refused_and_changes_nothing(
     assert not alive, alive
 
 
+def test_a_start_that_fails_after_the_actors_started_leaves_none_running(tmp_path: Path) -> None:
+    # config.yaml cannot be written (a directory of that name; on a user's machine, a full disk):
+    # the failure comes after every actor of the run started, and closes them all.
+    (tmp_path / "config.yaml").mkdir()
+    name = prefix()
+    with pytest.raises(IsADirectoryError):
+        Coordinator(make_config(tmp_path, "run.steps=64"), tmp_path, prefix=name)
+    alive = [a for a in ray.util.list_named_actors(all_namespaces=True) if name in a["name"]]
+    assert not alive, alive
+
+
 def test_an_error_raised_in_an_actor_is_shown_as_its_own_message() -> None:
     @ray.remote
     def fails() -> None:

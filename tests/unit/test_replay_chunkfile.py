@@ -108,6 +108,12 @@ def test_reload_reapplies_capacity_and_deletes_evicted_files(tmp_path: Path) -> 
     assert len(again) == 40 and len(files(tmp_path)) == 10
     again.state_dict()
     assert len(files(tmp_path)) == 5
+    # A data set preloaded at the start (replay.preload) evicts the run's oldest chunk the same way.
+    preloading = Replay(config(capacity=40), tmp_path)
+    assert preloading.preload_chunk("data set", 0, make_chunk(0, sid=7)) == 8
+    assert len(files(tmp_path)) == 5
+    preloading.manifest()
+    assert len(files(tmp_path)) == 4
 
 
 def test_reload_without_state_continues_counters_without_limiter_debt(tmp_path: Path) -> None:

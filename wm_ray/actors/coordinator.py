@@ -98,8 +98,7 @@ class Coordinator:
         prefix: str = "",
         spaces: tuple[Any, Any] | None = None,
     ) -> None:
-        self.config, self.prefix = config, prefix
-        self.location = str(run_dir)
+        self.config, self.prefix, self.location = config, prefix, str(run_dir)
         self.run_dir, self.storage = resolve_run_dir(run_dir)
         self.round = round_steps(config)
         self.pacer = run_pacer(config, config.resources.env_workers)
@@ -115,10 +114,15 @@ class Coordinator:
         self.graph = ActorGraph(
             config, self.run_dir, self.storage, self.spaces, self.counters, checkpoint, prefix
         )
-        save_config(config, self.run_dir)  # once the checkpoint loaded: a refused resume keeps it
-        if self.storage is not None:
-            self.storage.mirror(self.run_dir)
-        self.logger = MetricsLogger(self.run_dir, config.logging.jsonl, config.logging.tensorboard)
+        try:  # the run's outputs, once the checkpoint loaded (a refused resume keeps config.yaml)
+            save_config(config, self.run_dir)
+            if self.storage is not None:
+                self.storage.mirror(self.run_dir)
+            logs = config.logging
+            self.logger = MetricsLogger(self.run_dir, logs.jsonl, logs.tensorboard)
+        except BaseException:  # a full disk, say: no actor of the failed start is left running
+            self.graph.close(DRAIN_TIMEOUT_S)
+            raise
         self.schedule = Schedule(config, self.counters, self.pacer, bool(self.graph.evaluators))
         self.collects: dict[Any, tuple[int, int]] = {}
         self.train_refs: list[Any] | None = None
@@ -250,13 +254,9 @@ class Coordinator:
             tag=tag,
         )
         graph.checkpointed(path, state)
-        self.sync()
-        return path
-
-    def sync(self) -> None:
-        """Upload what changed in the run to its storage (``RunStorage.sync_run``; local: no-op)."""
-        if self.storage is not None:
+        if self.storage is not None:  # upload what changed in the run
             self.storage.sync_run(self.run_dir)
+        return path
 
     def _start_eval(self, path: Path, video: bool = False) -> None:
         """Evaluate the weights just checkpointed at ``path`` on the eval workers."""
@@ -288,9 +288,8 @@ class Coordinator:
     # -- the loop ----------------------------------------------------------------------------
 
     def _wait(self, timeout: float) -> list[Any]:
-        refs = list(self.collects) + (self.train_refs or [])
-        if self.evaluation is not None:
-            refs += self.evaluation[0]
+        evaluation = self.evaluation[0] if self.evaluation is not None else []
+        refs = [*self.collects, *(self.train_refs or []), *evaluation]
         if not refs:
             time.sleep(min(timeout, 0.05))
             return []
@@ -387,7 +386,8 @@ class Coordinator:
             self.run_dir / "curve.png",
             title=f"{self.config.run.model} on {self.config.env.id} (Ray runtime)",
         )
-        self.sync()
+        if self.storage is not None:
+            self.storage.sync_run(self.run_dir)
         return {
             **run_summary(self.run_dir, c, c.seconds, result, path, curve, self.location),
             "acked_steps": int(self._inserted()),
