@@ -31,6 +31,7 @@ from wm_ray.models.common import (
     twohot_decode,
     twohot_encode,
 )
+from wm_ray.models.common.testing import assert_close_to_scale
 
 
 def _random_trajectory(
@@ -287,6 +288,27 @@ def test_twohot_log_prob_gathers_the_same_value_as_the_dense_target() -> None:
     target[0, 0] = 1e9  # beyond the last bin
     dense = (twohot_encode(target, bins) * torch.log_softmax(logits, -1)).sum(-1)
     torch.testing.assert_close(TwoHotDist(logits, bins).log_prob(target), dense)
+
+
+def test_twohot_log_prob_traced_into_a_graph_matches_eager_with_its_gradient() -> None:
+    # Under torch.compile log_prob weighs the bins by comparing indices (no gather/scatter):
+    # the same value and gradient, at the edges too (beyond both ends, exactly on a bin).
+    from wm_ray.models.common.transforms import TwoHotDist, twohot_bins
+
+    bins = twohot_bins()
+    target = torch.randn(6, 9) * 30
+    target[0, :4] = torch.tensor([1e9, -1e9, 0.0, float(bins[200])])
+
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        return -(TwoHotDist(logits, bins).log_prob(target) * torch.arange(9.0)).sum()
+
+    logits = torch.randn(6, 9, 255, requires_grad=True)
+    eager = loss(logits)
+    (grad,) = torch.autograd.grad(eager, logits)
+    traced = torch.compile(loss, backend="aot_eager", fullgraph=True)(logits)
+    (traced_grad,) = torch.autograd.grad(traced, logits)
+    assert_close_to_scale(traced, eager, 1e-6, what="loss")
+    assert_close_to_scale(traced_grad, grad, 1e-6, what="gradient")
 
 
 def test_learning_rate_warms_up_then_decays_linearly_to_its_floor() -> None:

@@ -143,10 +143,19 @@ class TwoHotDist:
     def log_prob(self, target: torch.Tensor) -> torch.Tensor:
         """``(...)``: ``sum_k twohot(target)_k * log_softmax(logits)_k`` (negated loss).
 
-        Computed from the two bins' log-probabilities (gather), not a dense ``(..., K)`` target.
+        Eager, from the two bins' log-probabilities (gather), not a dense ``(..., K)`` target.
+        Traced into a compiled graph, as weights that compare each bin's index with the two
+        (the same sum: the other terms are zeros): that fuses into the log-softmax's kernels,
+        forward and backward, where a gather's backward is a scatter into ``(..., K)`` zeros
+        (a critic loss's pattern 1.8x faster compiled on a CPU: ``docs/speed.md``).
         """
         logp = self._log_probs
         below, above, w_above = twohot_indices(target, self.bins)
+        if torch.compiler.is_compiling():
+            k = torch.arange(logp.shape[-1], device=logp.device)
+            w = w_above.unsqueeze(-1)
+            lo = torch.where(k == below.unsqueeze(-1), 1.0 - w, 0.0)
+            return ((lo + torch.where(k == above.unsqueeze(-1), w, 0.0)) * logp).sum(-1)
         lp_below = logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
         lp_above = logp.gather(-1, above.unsqueeze(-1)).squeeze(-1)
         return (1.0 - w_above) * lp_below + w_above * lp_above
