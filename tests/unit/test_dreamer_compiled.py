@@ -81,6 +81,17 @@ def _close(a: float, b: float, rel: float) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-3)
 
 
+CHAOTIC = ("train/grad_norm/actor",)
+"""Chaotic in float rounding with dynamics backprop (see :func:`_assert_same_updates`)."""
+FIRST_ONLY = ("train/loss/actor/total", "train/loss/critic/total", "train/grad_norm/critic")
+"""Compared at the first update only. The reward and critic heads start at zero logits, whose
+two-hot mean is exactly 0; after one update the logits are small and nearly uniform, and the
+mean ``sum_i p_i v_i`` over bins up to ``symexp(20) = 4.85e8`` then moves by up to ~0.2 with
+the last bit of a logit (another thread count, BLAS kernel or product shape). The imagined
+rewards and returns of the second update are that rounding, and these read them (measured: a
+mean imagined reward of 0.0095 vs -0.0003 between an eager update at 1 and 2 threads)."""
+
+
 def _assert_same_updates(
     reference: DreamerAgent, other: DreamerAgent, batches: list[dict[str, np.ndarray]], rel: float
 ) -> None:
@@ -89,23 +100,24 @@ def _assert_same_updates(
         b = other.train(batch, None)[1]
         assert a.keys() == b.keys()
         for key in (k for k in COMPARED if k in a):
-            if key == "train/grad_norm/actor" and reference.dynamics:
-                continue  # chaotic with dynamics backprop (see below)
+            if (reference.dynamics and key in CHAOTIC) or (i > 0 and key in FIRST_ONLY):
+                continue
             assert _close(a[key], b[key], rel), f"update {i}: {key} {a[key]} vs {b[key]}"
     # the same draws in the same order: both generators end in the same state
     assert torch.equal(reference.gen.get_state(), other.gen.get_state())
     ref_params = dict(reference.nets.named_parameters())
-    # Backprop through imagined dynamics makes the actor's gradient chaotic in its inputs:
-    # a relative change of 1e-7 in the start states (float rounding of the world-model graph)
-    # moves it by several percent (straight-through latents whose sampled class flips), and
-    # the critic learns from the trajectories of that actor. Their weights are held to Adam's
-    # bound instead (each step moves a weight by at most ~lr); the world model's are exact.
+    # The actor and the critic learn, from the second update on, from imagined rewards that
+    # are rounding (FIRST_ONLY); with backprop through imagined dynamics the actor's gradient
+    # is chaotic in its inputs besides: a relative change of 1e-7 in the start states moves
+    # it by several percent (straight-through latents whose sampled class flips). Their
+    # weights are held to Adam's bound instead (each step moves a weight by at most ~lr); the
+    # world model's are exact.
     opt = reference.cfg.opt
     bounds = {"actor.": opt.actor_lr, "critic.": opt.critic_lr, "slow_critic.": opt.critic_lr}
     for name, param in other.nets.named_parameters():
         ref = ref_params[name].detach().cpu()
         lr = next((lr for prefix, lr in bounds.items() if name.startswith(prefix)), None)
-        if lr is not None and reference.dynamics:
+        if lr is not None:
             bound = 2.0 * lr * len(batches) * 1.05
             diff = float((param.detach().cpu() - ref).abs().max())
             assert diff <= bound, f"{name}: weights differ by {diff} > {bound}"

@@ -339,7 +339,7 @@ def test_the_compiled_update_matches_eager_with_a_backbone_memory() -> None:
     compiled = create_model("modular", space, act, _config(*overrides))
     compiled.compiled = CompiledUpdate(compiled, backend="aot_eager")
     rng = np.random.default_rng(0)
-    for _ in range(2):
+    for i in range(2):
         first = rng.random((4, 8)) < 0.2
         first[:, 0] = True
         batch = {
@@ -350,6 +350,10 @@ def test_the_compiled_update_matches_eager_with_a_backbone_memory() -> None:
             "is_terminal": np.zeros((4, 8), bool),
         }
         a, b = eager.train(batch, None)[1], compiled.train(batch, None)[1]
-        for key in ("world_model/total", "world_model/vector", "actor/total", "critic/total"):
+        # the actor and critic losses at the first update only: after it, the imagined
+        # rewards are the rounding of nearly uniform two-hot logits over bins up to 4.85e8
+        # (test_dreamer_compiled.FIRST_ONLY)
+        ac = ("actor/total", "critic/total") if i == 0 else ()
+        for key in ("world_model/total", "world_model/vector", *ac):
             x, y = a[f"train/loss/{key}"], b[f"train/loss/{key}"]
             assert abs(x - y) <= 1e-4 * max(abs(x), abs(y), 1e-3), (key, x, y)

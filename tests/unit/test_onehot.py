@@ -99,6 +99,51 @@ def test_mlp_reads_a_onehot_input_like_its_dense_tensor(layers: int) -> None:
     torch.testing.assert_close(g_fast, g_dense)
 
 
+@pytest.mark.parametrize("frozen", [True, False])
+@pytest.mark.parametrize("kind", ["onehot", "dense"])
+def test_a_traced_mlp_on_strided_states_multiplies_folded_rows(kind: str, frozen: bool) -> None:
+    """Traced into a graph, an MLP reading strided states (the imagined states after the
+    first, ``feat[:, 1:]``) into 255 two-hot logits: with weights that take no gradient,
+    torch's matmul would make that a batched product with the weight repeated for every row
+    (~1.3x slower than one product); the MLP folds the rows first. The graphs (forward and
+    backward) hold no ``bmm``, and the outputs and gradients are those of the eager MLP."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    torch.manual_seed(0)
+    net = MLP(5 + GROUPS * CLASSES, 255, 16, 1).requires_grad_(not frozen)
+    onehot, choice = sample_onehot_index(_probs(4, 6, grad=False), torch.Generator().manual_seed(3))
+    dense = torch.randn(4, 6, 5)
+    ops: list[tuple[str, tuple[int, ...]]] = []
+
+    def grab(graph: torch.fx.GraphModule, _: object) -> object:
+        for node in graph.graph.nodes:
+            if node.op == "call_function":
+                val = node.meta["val"]
+                ops.append((str(node.target), tuple(getattr(val, "shape", ()))))
+        return make_boxed_func(graph.forward)
+
+    def heads(dense: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        x = OneHotInput(dense, onehot, choice)
+        return net(x.map(lambda t: t[:, 1:]) if kind == "onehot" else x.tensor()[:, 1:])
+
+    inputs = [dense.requires_grad_(), onehot.flatten(-2).requires_grad_()]
+    wrt = [*inputs, *(p for p in net.parameters() if p.requires_grad)]
+    traced = torch.compile(heads, backend=aot_autograd(fw_compiler=grab, bw_compiler=grab))
+    out = traced(*inputs)
+    grads = torch.autograd.grad(out.square().sum(), wrt)
+    torch._dynamo.reset()
+    assert out.shape == (4, 5, 255)
+    products = [shape for op, shape in ops if op.startswith(("aten.mm", "aten.addmm"))]
+    assert not [op for op, _ in ops if "bmm" in op], ops
+    assert (20, 255) in products, products  # the output layer: one product over all rows
+    expected = heads(*inputs)
+    assert_close_to_scale(out, expected, what="outputs")
+    want = torch.autograd.grad(expected.square().sum(), wrt)
+    for i, (got, ref) in enumerate(zip(grads, want, strict=True)):
+        assert_close_to_scale(got, ref, what=f"gradient {i}")
+
+
 def _strip_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the RSSM forget the classes it samples: every layer then reads the dense one-hot."""
     real = rssm_module.sample_onehot_index

@@ -105,7 +105,16 @@ class MLP(nn.Module):
 
     def forward(self, x: Features) -> torch.Tensor:
         """``(..., in_dim) -> (..., out_dim)``; a :class:`OneHotInput` enters the first layer
-        through :func:`~wm_ray.models.common.onehot.linear`."""
+        through :func:`~wm_ray.models.common.onehot.linear`.
+
+        Traced into a graph (``run.compile``), the leading dims are folded into rows first:
+        there, a strided input of 3 dims (the imagined states after the first) read with
+        weights that take no gradient (a frozen head) becomes a batched product with the
+        weight repeated for every row, ~1.3x slower than one product. Eager keeps torch's own
+        folding, which is no slower there (the eager update stays as it was)."""
+        lead, fold = x.shape[:-1], torch.compiler.is_compiling()
+        if fold:
+            x = x.map(_rows) if isinstance(x, OneHotInput) else _rows(x)
         if isinstance(x, OneHotInput):
             layers = [*self.trunk, *([self.out] if self.out is not None else [])]
             first = layers[0]
@@ -113,9 +122,14 @@ class MLP(nn.Module):
             h = linear(first, x)
             for layer in layers[1:]:
                 h = layer(h)
-            return h
-        h = self.trunk(x)
-        return self.out(h) if self.out is not None else h
+        else:
+            h = self.trunk(x)
+            h = self.out(h) if self.out is not None else h
+        return h.reshape(*lead, h.shape[-1]) if fold else h
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1])
 
 
 def use_channels_last(module: nn.Module) -> nn.Module:
