@@ -293,8 +293,6 @@ def test_twohot_log_prob_gathers_the_same_value_as_the_dense_target() -> None:
 def test_twohot_log_prob_traced_into_a_graph_matches_eager_with_its_gradient() -> None:
     # Under torch.compile log_prob weighs the bins by comparing indices (no gather/scatter):
     # the same value and gradient, at the edges too (beyond both ends, exactly on a bin).
-    from wm_ray.models.common.transforms import TwoHotDist, twohot_bins
-
     bins = twohot_bins()
     target = torch.randn(6, 9) * 30
     target[0, :4] = torch.tensor([1e9, -1e9, 0.0, float(bins[200])])
