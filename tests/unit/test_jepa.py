@@ -23,8 +23,6 @@ from wm_ray.models.jepa.losses import (
 from wm_ray.models.jepa.masks import Masks, MultiBlockMaskCollator, RandomMaskCollator
 from wm_ray.models.jepa.networks import build_networks, sincos_2d
 
-torch.set_num_threads(1)
-
 TINY = JEPAConfig(
     patch=4,
     encoder=ViTConfig(32, 2, 2, 2),

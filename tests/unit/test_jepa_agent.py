@@ -8,14 +8,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from wm_ray.config_io import build_config
 from wm_ray.factory import create_model
 from wm_ray.models.common.testing import fake_batch, image_space
 from wm_ray.validate import validate_run
-
-torch.set_num_threads(1)
 
 BASE = ["jepa_debug"]
 SETS = ["run.model=jepa", "run.device=cpu"]

@@ -22,8 +22,6 @@ from wm_ray.factory import create_model
 from wm_ray.models.jepa.losses import jepa_loss
 from wm_ray.models.jepa.masks import Masks
 
-torch.set_num_threads(1)
-
 SIDE = 32
 SETS = [
     "run.model=jepa", "run.device=cpu", "replay.batch_size=8", "replay.seq_len=4",

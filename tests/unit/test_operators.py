@@ -22,7 +22,6 @@ from wm_ray.envs.base import resize_image
 from wm_ray.factory import create_model
 from wm_ray.operators import OperatorError, get_operator
 
-torch.set_num_threads(1)
 FAMILIES = registry.list_models()
 SIDE = 16
 RNG = np.random.default_rng(0)
